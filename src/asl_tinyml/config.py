@@ -1,0 +1,98 @@
+"""One configuration dataclass for every stage, loadable from YAML and overridable from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DIGITS = [str(d) for d in range(10)]
+LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+CORE_CLASSES: list[str] = DIGITS + LETTERS + ["space"]
+EXTRA_CLASSES: list[str] = ["del", "nothing"]
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: the CLI prints it as one line, without a traceback."""
+
+
+def canonical_classes(include_extra: bool = False) -> list[str]:
+    """The class names in their fixed order: digits, letters, space (then del, nothing)."""
+    return CORE_CLASSES + (EXTRA_CLASSES if include_extra else [])
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (src layout), or the working directory when installed."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def default_data_root() -> Path | None:
+    """`$ASL_TINYML_DATA`, else `../shared/datasets` beside the working directory or the checkout."""
+    env = os.environ.get("ASL_TINYML_DATA")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), repo_root()):
+        candidate = (base / ".." / "shared" / "datasets").resolve()
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass
+class Config:
+    """Every knob of the pipeline. Paths are relative to the working directory."""
+
+    # data
+    sources: list[str] = field(default_factory=list)  # empty: default sources (see merge.default_sources)
+    merged_dir: str = "data_merged"
+    run_dir: str = "runs/default"
+    include_extra: bool = False
+    limit_per_class: int | None = None  # per source and class; a small slice for quick runs
+    image_size: int = 64
+    frame_block: int = 100  # consecutive frame numbers that form one group
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # model and training
+    model: str = "convkan"
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    augment: bool = True
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    quick: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        """Load a config file; unknown keys are an error naming the key."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls().replace(**data)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed; `None` values are ignored (handy for CLI flags)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise UserError(f"unknown config key(s) {unknown}; valid keys: {sorted(names)}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def quick_mode(self) -> Config:
+        """A small, fast slice for smoke tests and the notebook's quick mode."""
+        return self.replace(quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2))

@@ -1,0 +1,86 @@
+"""Model registry: `create_model(name, num_classes, **options)`, and checkpoint save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..config import UserError
+from .fastkan import FastKAN, FastKANLayer
+from .pixels import ConvKAN, PixelFastKAN
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a model constructor available to `create_model(name, ...)`."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+@register("fastkan")
+def _fastkan(num_classes: int, **options: Any) -> nn.Module:
+    return PixelFastKAN(num_classes, **options)
+
+
+@register("convkan")
+def _convkan(num_classes: int, **options: Any) -> nn.Module:
+    return ConvKAN(num_classes, **options)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build a registered model by name."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; choose one of {list_models()}")
+    return _REGISTRY[name](num_classes, **options)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **extra: Any) -> None:
+    """Save weights with everything needed to rebuild and feed the model; loadable with weights_only=True.
+
+    `meta` holds at least `model` (registry name), `model_options`, `classes` and `image_size`.
+    """
+    missing = {"model", "model_options", "classes", "image_size"} - set(meta)
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {sorted(missing)}")
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": meta, "state_dict": model.state_dict(), **extra}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint: (model in eval mode, meta)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model file {path} not found; train one with `asl-tinyml train` or pass --model")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        meta = ckpt["meta"]
+        model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
+        model.load_state_dict(ckpt["state_dict"])
+    except UserError:
+        raise
+    except Exception as exc:  # a foreign or damaged file
+        raise UserError(f"{path} is not an asl-tinyml checkpoint ({type(exc).__name__}); pass a best.pt from a run") from exc
+    return model.eval(), meta
+
+
+__all__ = [
+    "ConvKAN", "FastKAN", "FastKANLayer", "PixelFastKAN", "count_parameters", "create_model",
+    "list_models", "load_checkpoint", "register", "save_checkpoint",
+]

@@ -1,0 +1,60 @@
+"""Pixel models: `fastkan` (FastKAN on flattened pixels, the prior design) and `convkan` (conv stem + FastKAN)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .fastkan import FastKAN
+
+
+class PixelFastKAN(nn.Module):
+    """FastKAN on the flattened image: the prior-art baseline, large and background-sensitive."""
+
+    def __init__(self, num_classes: int, image_size: int = 64, hidden: int = 64, num_grids: int = 8) -> None:
+        super().__init__()
+        self.kan = FastKAN([3 * image_size * image_size, hidden, num_classes], num_grids=num_grids)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kan(x.flatten(1))
+
+
+def _dw_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1 conv, BN and ReLU after each, then 2x2 max-pool."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class ConvKAN(nn.Module):
+    """A depthwise-separable conv stem (a few M MACs at 64x64) feeding a FastKAN head."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int = 64,
+        channels: tuple[int, ...] = (16, 32, 64, 128),
+        hidden: int = 64,
+        num_grids: int = 8,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        del image_size  # global average pooling makes the stem size-agnostic; accepted like every model
+        stem = [
+            nn.Conv2d(3, channels[0], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        ]
+        blocks = [_dw_block(a, b) for a, b in zip(channels[:-1], channels[1:])]
+        self.features = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout)
+        self.head = FastKAN([channels[-1], hidden, num_classes], num_grids=num_grids)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))

@@ -1,0 +1,225 @@
+"""Images -> a compact uint8 cache (N, S, S, 3) with labels, sources and groups; grouped splits."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
+
+from .config import UserError, canonical_classes
+from .merge import read_manifest
+
+CACHE_NAME = "cache.npz"
+SPLITS_NAME = "splits.json"
+SPLITS = ("train", "val", "test")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF rotation applied; grayscale, palette, CMYK and alpha (over black) converted."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
+def load_image(src: str | Path | BinaryIO, size: int = 64) -> np.ndarray:
+    """Decode any Pillow image, centre-crop to square, resize to `size`: uint8 (size, size, 3).
+
+    Raises ValueError naming the reason when the file is not a readable image.
+    """
+    try:
+        with Image.open(src) as im:
+            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode huge photos at reduced scale
+            rgb = to_rgb(im)
+            rgb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [0, 1]."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+@dataclass
+class Cache:
+    """The preprocessed data set: uint8 images and one label, source, group and path per image."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,) int64 index into classes
+    classes: list[str]
+    sources: np.ndarray  # (N,) str
+    groups: np.ndarray  # (N,) str
+    paths: np.ndarray  # (N,) str, relative to the merged folder
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> Cache:
+        return Cache(
+            self.images[index], self.labels[index], self.classes,
+            self.sources[index], self.groups[index], self.paths[index],
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path, images=self.images, labels=self.labels, classes=np.array(self.classes),
+            sources=self.sources, groups=self.groups, paths=self.paths,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Cache:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CACHE_NAME
+        if not path.exists():
+            raise UserError(f"no preprocessed cache at {path}; run `asl-tinyml preprocess` first")
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
+                z["sources"], z["groups"], z["paths"],
+            )
+
+
+def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cache, list[tuple[str, str]]]:
+    """Read every manifest row of `merged_dir` into a Cache; returns it with the (path, reason) skipped."""
+    merged_dir = Path(merged_dir)
+    rows = read_manifest(merged_dir)
+    if not rows:
+        raise UserError(f"no manifest.csv in {merged_dir}; run `asl-tinyml merge` first")
+    present = {r["class"] for r in rows}
+    classes = [c for c in canonical_classes(include_extra=True) if c in present]
+    index = {c: i for i, c in enumerate(classes)}
+
+    def load(row: dict[str, str]) -> np.ndarray | str:
+        try:
+            return load_image(merged_dir / row["merged_path"], size)
+        except (ValueError, FileNotFoundError) as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(load, rows), total=len(rows), desc="preprocess", unit="img", leave=False))
+    keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
+    skipped = [(rows[i]["merged_path"], str(r)) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
+    if not keep:
+        raise UserError(f"no readable image in {merged_dir}")
+    kept = [rows[i] for i in keep]
+    cache = Cache(
+        images=np.stack([results[i] for i in keep]),
+        labels=np.array([index[r["class"]] for r in kept], dtype=np.int64),
+        classes=classes,
+        sources=np.array([r["source"] for r in kept]),
+        groups=np.array([r["group"] for r in kept]),
+        paths=np.array([r["merged_path"] for r in kept]),
+    )
+    return cache, skipped
+
+
+def _one_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held) positions: the first fold of a stratified group k-fold."""
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # classes smaller than k are fine here
+        rest, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    return rest, held
+
+
+def _few_group_split(groups: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Whole groups (e.g. 3 signers) to the split that most lacks images, largest group first."""
+    names, sizes = np.unique(groups, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    need = {k: f * len(groups) for k, f in fractions.items()}
+    chosen: dict[str, list[str]] = {k: [] for k in fractions}
+    for i in order:
+        split = max(need, key=lambda k: (need[k], k == "test", k == "val"))
+        chosen[split].append(names[i])
+        need[split] -= sizes[i]
+    return {k: np.flatnonzero(np.isin(groups, v)) for k, v in chosen.items()}
+
+
+def grouped_split(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    sources: np.ndarray | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """Train/val/test indices, made per source, stratified by class, and grouped: no group in two splits.
+
+    A source with at least `1 / test_fraction` groups is split by scikit-learn's StratifiedGroupKFold;
+    one with fewer (Massey's three signers) sends whole groups where images are most lacking, so its
+    smallest signer becomes an unseen-signer test set rather than leaking into training.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    sources = np.zeros(len(labels), dtype=int) if sources is None else np.asarray(sources)
+    fractions = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    k_test = round(1 / test_fraction)
+    k_val = round((1 - test_fraction) / val_fraction)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in SPLITS}
+    for source in np.unique(sources):
+        idx = np.flatnonzero(sources == source)
+        parts = None
+        if len(np.unique(groups[idx])) >= k_test + k_val:
+            try:
+                rest, test = _one_fold(labels[idx], groups[idx], k_test, seed)
+                train, val = _one_fold(labels[idx][rest], groups[idx][rest], k_val, seed)
+                parts = {"train": rest[train], "val": rest[val], "test": test}
+            except ValueError:  # every class smaller than k: too little data to stratify
+                parts = None
+        if parts is None:
+            parts = _few_group_split(groups[idx], fractions, seed)
+        for k in SPLITS:
+            out[k].append(idx[parts[k]])
+    return {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in out.items()}
+
+
+def save_splits(splits: dict[str, np.ndarray], path: Path, seed: int) -> None:
+    payload = {"seed": seed, "method": "StratifiedGroupKFold"} | {k: v.tolist() for k, v in splits.items()}
+    Path(path).write_text(json.dumps(payload))
+
+
+def load_splits(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPLITS_NAME
+    if not path.exists():
+        raise UserError(f"no splits at {path}; run `asl-tinyml preprocess` first")
+    payload = json.loads(path.read_text())
+    return {k: np.array(payload[k], dtype=np.int64) for k in SPLITS}
+
+
+@dataclass
+class PreprocessResult:
+    cache_path: Path
+    splits_path: Path
+    n_images: int
+    split_sizes: dict[str, int]
+    skipped: list[tuple[str, str]]
+
+
+def preprocess(
+    merged_dir: Path, out_dir: Path, size: int = 64, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1
+) -> PreprocessResult:
+    """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder."""
+    out_dir = Path(out_dir)
+    cache, skipped = build_cache(Path(merged_dir), size)
+    splits = grouped_split(cache.labels, cache.groups, cache.sources, seed, val_fraction, test_fraction)
+    cache.save(out_dir / CACHE_NAME)
+    save_splits(splits, out_dir / SPLITS_NAME, seed)
+    return PreprocessResult(
+        out_dir / CACHE_NAME, out_dir / SPLITS_NAME, len(cache), {k: len(v) for k, v in splits.items()}, skipped
+    )
