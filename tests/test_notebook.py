@@ -1,0 +1,54 @@
+"""The notebook runs top to bottom in quick mode on the real sources, in a scratch working directory."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from asl_tinyml.config import default_data_root, repo_root
+
+NOTEBOOK = repo_root() / "ASL_TinyML_FastKAN.ipynb"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_notebook_runs_in_quick_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_root = default_data_root()
+    if data_root is None or not data_root.is_dir():
+        pytest.skip("no ../shared/datasets (or $ASL_TINYML_DATA): the notebook needs the real sources")
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+
+    notebook = tmp_path / NOTEBOOK.name
+    shutil.copy(NOTEBOOK, notebook)
+    # The kernel inherits this environment; jupyter_client runs a kernelspec whose argv[0] is `python`
+    # with this interpreter (sys.executable), so the kernel sees the same installed package.
+    monkeypatch.setenv("ASL_TINYML_QUICK", "1")
+    monkeypatch.setenv("ASL_TINYML_DATA", str(data_root))
+    nb = nbformat.read(notebook, as_version=4)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code_cells), "commit the notebook without outputs"
+
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print('kernel:', sys.executable)"))
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError naming the failing cell
+
+    outputs = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "quick=True" in outputs
+    assert f"kernel: {sys.executable}" in outputs  # the kernel runs this interpreter, with this package
+    assert "no leakage group is in two splits" in outputs
+    run = tmp_path / "runs" / "notebook-quick"
+    assert (run / "data_merged" / "manifest.csv").exists() and (run / "cache.npz").exists()
+    for name in ("class_counts", "image_sizes", "sample_grid", "brightness", "split_sizes", "split_sources"):
+        assert (run / "eda" / f"{name}.png").stat().st_size > 10_000, name
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert images == 6
