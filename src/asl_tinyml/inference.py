@@ -1,0 +1,165 @@
+"""One predictor for every model file: a `.pt` checkpoint (PyTorch) or an `.onnx` export (onnxruntime).
+
+Both take the uint8 NHWC images that `preprocess.load_image` and `Cache.images` produce and return
+softmax probabilities, so evaluation, prediction and benchmarks never care which kind they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import softmax
+from tqdm import tqdm
+
+from .config import UserError
+from .preprocess import to_float
+
+MODEL_EXTENSIONS = (".pt", ".onnx")
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "logits"
+META_CLASSES = "classes"
+META_IMAGE_SIZE = "image_size"
+META_MODEL = "model"
+META_PARAMS = "params"
+
+
+def onnx_metadata(classes: list[str], image_size: int, model_name: str, params: int | None = None) -> dict[str, str]:
+    """The `metadata_props` an exported ONNX model carries so that `load_predictor` can use it alone."""
+    meta = {META_CLASSES: json.dumps(list(classes)), META_IMAGE_SIZE: str(int(image_size)), META_MODEL: model_name}
+    if params is not None:
+        meta[META_PARAMS] = str(int(params))
+    return meta
+
+
+class Predictor(ABC):
+    """A loaded model: `classes`, `image_size`, `kind` ("torch" or "onnx"), and `predict_proba`."""
+
+    kind: str
+
+    def __init__(
+        self, path: Path, classes: list[str], image_size: int, model_name: str | None,
+        params: int | None, meta: dict[str, Any], batch_size: int = 256,
+    ) -> None:
+        self.path = path
+        self.classes = classes
+        self.image_size = image_size
+        self.model_name = model_name
+        self.params = params
+        self.meta = meta
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW in [0, 1] -> logits (N, C)."""
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        s = self.image_size
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise UserError(
+                f"{self.path} expects images of shape (N, {s}, {s}, 3), got {images.shape}; "
+                f"preprocess them with load_image(path, {s})"
+            )
+        if images.dtype != np.uint8:
+            raise UserError(f"{self.path} expects uint8 images (0-255), got {images.dtype}")
+        return images
+
+    def predict_proba(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
+        """uint8 (N, S, S, 3) (or one (S, S, 3) image) -> softmax probabilities (N, C) float32."""
+        images = self._check(images)
+        starts = range(0, len(images), self.batch_size)
+        out = [
+            softmax(self._logits(to_float(images[i : i + self.batch_size])).astype(np.float64), axis=1)
+            for i in tqdm(starts, desc="predict", unit="batch", leave=False, disable=not progress or len(starts) < 2)
+        ]
+        if not out:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class indices (N,) into `classes`."""
+        return self.predict_proba(images).argmax(axis=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path}, {self.model_name}, {len(self.classes)} classes, {self.image_size}px)"
+
+
+class TorchPredictor(Predictor):
+    kind = "torch"
+
+    def __init__(self, path: Path, threads: int | None = None, batch_size: int = 256) -> None:
+        import torch
+
+        from .models import count_parameters, load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide in torch
+        self.model, meta = load_checkpoint(path)
+        super().__init__(
+            path, list(meta["classes"]), int(meta["image_size"]), meta.get("model"),
+            count_parameters(self.model), meta, batch_size,
+        )
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(batch)).numpy()
+
+
+class OnnxPredictor(Predictor):
+    kind = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None, batch_size: int = 256) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own InvalidProtobuf/Fail/... types
+            raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}); export one with `asl-tinyml export`") from exc
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        missing = [k for k in (META_CLASSES, META_IMAGE_SIZE) if k not in props]
+        if missing:
+            raise UserError(f"{path} lacks ONNX metadata {missing}; export it with `asl-tinyml export`")
+        try:
+            classes = [str(c) for c in json.loads(props[META_CLASSES])]
+            image_size = int(props[META_IMAGE_SIZE])
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path} has unreadable ONNX metadata ({exc}); re-export it with `asl-tinyml export`") from exc
+        self.input = self.session.get_inputs()[0]
+        expected = [3, image_size, image_size]
+        if len(self.input.shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(self.input.shape[1:], expected)):
+            raise UserError(
+                f"{path} takes input of shape {self.input.shape}, not (N, 3, {image_size}, {image_size}) as its "
+                "metadata says; re-export it with `asl-tinyml export`"
+            )
+        params = int(props[META_PARAMS]) if props.get(META_PARAMS, "").isdigit() else None
+        super().__init__(path, classes, image_size, props.get(META_MODEL), params, props, batch_size)
+        n_out = self.session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(classes):
+            raise UserError(f"{path} outputs {n_out} logits but its metadata lists {len(classes)} classes; re-export it")
+
+    def _logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input.name: batch})[0]
+
+
+def load_predictor(path: str | Path, threads: int | None = None, batch_size: int = 256) -> Predictor:
+    """Load a `.pt` checkpoint or an `.onnx` export; `threads` sets the CPU threads it may use."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model file {path} not found; pass a best.pt from `asl-tinyml train` or an .onnx from `asl-tinyml export`")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        return TorchPredictor(path, threads, batch_size)
+    if suffix == ".onnx":
+        return OnnxPredictor(path, threads, batch_size)
+    raise UserError(f"{path} is neither a checkpoint nor an ONNX model; pass a file ending in {' or '.join(MODEL_EXTENSIONS)}")
