@@ -11,7 +11,6 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from .config import UserError, canonical_classes
@@ -129,6 +128,8 @@ def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cac
 
 def _one_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held) positions: the first fold of a stratified group k-fold."""
+    from sklearn.model_selection import StratifiedGroupKFold  # imported here: keeps CLI/server start fast
+
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # classes smaller than k are fine here
