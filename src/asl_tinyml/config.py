@@ -70,6 +70,12 @@ class Config:
     label_smoothing: float = 0.0
     augment: bool = True
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # pipeline: baseline, compression, export
+    baseline: str | None = "fastkan"  # trained and measured side by side; None skips it
+    baseline_epochs: int = 15
+    sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
+    finetune_epochs: int = 3
+    models_dir: str = "models"  # final artifacts
     quick: bool = False
 
     @classmethod
@@ -95,4 +101,7 @@ class Config:
 
     def quick_mode(self) -> Config:
         """A small, fast slice for smoke tests and the notebook's quick mode."""
-        return self.replace(quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2))
+        return self.replace(
+            quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2),
+            baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1,
+        )

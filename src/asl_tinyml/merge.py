@@ -166,8 +166,9 @@ def merge(
             if not files:
                 report.empty_folders += [str(d) for d in dirs]
                 continue
-            if limit_per_class is not None:
-                files = files[:limit_per_class]
+            if limit_per_class is not None and len(files) > limit_per_class:  # evenly spaced: many groups
+                step = len(files) / limit_per_class
+                files = [files[int(k * step)] for k in range(limit_per_class)]
             plan += [(cls, source.name, f) for f in files]
     if n_class_dirs == 0:
         raise UserError(

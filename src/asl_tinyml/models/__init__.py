@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import UserError
 from .fastkan import FastKAN, FastKANLayer
+from .landmark import LandmarkFastKAN
 from .pixels import ConvKAN, PixelFastKAN
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -33,6 +34,11 @@ def _fastkan(num_classes: int, **options: Any) -> nn.Module:
 @register("convkan")
 def _convkan(num_classes: int, **options: Any) -> nn.Module:
     return ConvKAN(num_classes, **options)
+
+
+@register("landmark_fastkan")
+def _landmark_fastkan(num_classes: int, **options: Any) -> nn.Module:
+    return LandmarkFastKAN(num_classes, **options)
 
 
 def list_models() -> list[str]:
@@ -81,6 +87,6 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
 
 
 __all__ = [
-    "ConvKAN", "FastKAN", "FastKANLayer", "PixelFastKAN", "count_parameters", "create_model",
+    "ConvKAN", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "count_parameters", "create_model",
     "list_models", "load_checkpoint", "register", "save_checkpoint",
 ]

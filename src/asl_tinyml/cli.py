@@ -1,0 +1,422 @@
+"""`asl-tinyml <stage>`: a thin command line over the package's stage functions.
+
+Each `_cmd_<stage>` turns flags into a Config and calls one stage function; user errors print one
+line (`error: ...`) and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import Config, UserError
+
+
+def _config(args: argparse.Namespace, **changes: object) -> Config:
+    """The config file given by `--config` (or the defaults), with the command's flags applied."""
+    cfg = Config.from_yaml(args.config) if getattr(args, "config", None) else Config()
+    return cfg.replace(**changes)
+
+
+# --- merge -------------------------------------------------------------------------------------------
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge class-folder sources into one lower-case folder with a manifest")
+    add_merge_arguments(p)
+    p.set_defaults(func=_cmd_merge)
+
+
+def add_merge_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `merge`, shared with the root `rename_dataset.py`."""
+    p.add_argument("sources", nargs="*", type=Path, help="source folders (default: `data N/` here, else ../shared/datasets/*)")
+    p.add_argument("--out", type=Path, default=Path("data_merged"), help="output folder (default: data_merged)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be merged; write nothing")
+    p.add_argument("--include-extra", action="store_true", help="also merge the optional `del` and `nothing` classes")
+    p.add_argument("--limit-per-class", type=int, default=None, help="at most N files per source and class (a quick slice)")
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import default_sources, format_report, merge
+
+    sources = args.sources or default_sources()
+    report = merge(
+        sources, args.out, include_extra=args.include_extra, dry_run=args.dry_run, limit_per_class=args.limit_per_class
+    )
+    print(format_report(report, args.out))
+    return 0
+
+
+# --- preprocess --------------------------------------------------------------------------------------
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preprocess", help="resize merged images into a uint8 cache and grouped 80/10/10 splits")
+    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder (default: data_merged)")
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder for cache.npz and splits.json")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_preprocess)
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .preprocess import preprocess
+
+    result = preprocess(args.merged, args.out, size=args.size, seed=args.seed)
+    print(f"cached {result.n_images} images at {args.size}x{args.size} in {result.cache_path}")
+    print("splits: " + ", ".join(f"{k} {v}" for k, v in result.split_sizes.items()) + f" -> {result.splits_path}")
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}")
+    return 0
+
+
+# --- eda ---------------------------------------------------------------------------------------------
+def _add_eda(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eda", help="exploratory figures (PNG) of the merged and preprocessed data")
+    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder (default: data_merged)")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--out", type=Path, default=None, help="figure folder (default: RUN/eda)")
+    p.set_defaults(func=_cmd_eda)
+
+
+def _cmd_eda(args: argparse.Namespace) -> int:
+    from .eda import run_eda
+
+    figures = run_eda(args.merged, args.run, args.out or args.run / "eda")
+    for path in figures:
+        print(f"wrote {path}")
+    return 0
+
+
+# --- evaluate ----------------------------------------------------------------------------------------
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a .pt or .onnx model: metrics.json, report.md and PNG figures")
+    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint or an .onnx export")
+    p.add_argument("--data", type=Path, required=True, help="a run folder (cache.npz + splits.json) or a folder of class folders")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="split of a run folder (default: test)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/<model> for a run folder, else ./eval)")
+    p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the runtime's choice)")
+    p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate, format_summary
+
+    metrics = evaluate(args.model, args.data, args.out, split=args.split, train_dir=args.train_dir, threads=args.threads)
+    print(json.dumps(metrics, indent=2) if args.json else format_summary(metrics))
+    return 0
+
+
+# --- train -------------------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on a run's cache (early stopping on validation macro-F1)")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--model", default=None, help="registered model name (default: convkan)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-loso)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--loso", action="store_true", help="leave-one-signer-out over the Massey signers instead")
+    p.add_argument("--mlflow", action="store_true", help="also log to MLflow (needs `pip install mlflow`; ./mlruns)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .train import leave_one_signer_out, train
+
+    cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = cfg.replace(run_dir=str(args.run))
+    if args.loso:
+        results = leave_one_signer_out(cfg, args.run, args.out)
+        for r in results:
+            print(f"{r['signer']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} ({r['n_images']} images)")
+        return 0
+    s = train(cfg, args.run, args.out, resume=args.resume, mlflow=args.mlflow)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(
+            f"{s['model']}: best val macro-F1 {s['best_val_macro_f1']:.4f} at epoch {s['best_epoch']}/{s['epochs_run']}, "
+            f"{s['params']:,} params, {s['train_seconds']:.0f} s -> {s['checkpoint']}"
+        )
+    return 0
+
+
+# --- export ------------------------------------------------------------------------------------------
+DEFAULT_CHECKPOINT = Path("runs/default/train/convkan/best.pt")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="ONNX float + int8, TFLite int8 and C headers of a checkpoint into models/")
+    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument(
+        "--run", type=Path, default=None,
+        help="run folder whose train split calibrates int8 (default: the checkpoint's run)",
+    )
+    p.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
+    tfl = p.add_mutually_exclusive_group()
+    tfl.add_argument(
+        "--tflite", dest="tflite", action="store_true", default=None,
+        help="require the TFLite export (needs the tflite extra; default: when installed)",
+    )
+    tfl.add_argument("--no-tflite", dest="tflite", action="store_false", help="skip the TFLite export")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from .export import export_all
+
+    result = export_all(args.model, args.out, calibration=args.run, tflite=args.tflite)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for key, path in result["paths"].items():
+        print(f"wrote {path} ({result['bytes'][key]:,} bytes)")
+    for key, check in result["checks"].items():
+        if "argmax_agreement" in check:
+            print(
+                f"{key}: max |p - p_torch| {check['max_abs_diff']:.2e}, "
+                f"top-1 agreement {check['argmax_agreement']:.1%} on {check['n_images']} images"
+            )
+    tfl = result["checks"].get("tflite_model")
+    if tfl:
+        print(f"tflite ops: {', '.join(tfl['ops'])}; tensor arena >= {tfl['arena_peak_live_bytes'] / 1024:.0f} KiB")
+    else:
+        print(f"no TFLite model (install the tflite extra); model_data.h embeds {result['header_source']}")
+    return 0
+
+
+# --- compress ----------------------------------------------------------------------------------------
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="pruning sweep + int8: size and accuracy table (compress.csv/.md)")
+    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder the checkpoint was trained on")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/compress)")
+    p.add_argument(
+        "--sparsities", type=float, nargs="+", default=None,
+        help="pruning levels in [0, 1); 0 is the fine-tune-only control (default: 0 0.3 0.5 0.7 0.9)",
+    )
+    p.add_argument("--epochs", type=int, default=3, help="fine-tune epochs after pruning (default: 3)")
+    p.add_argument("--lr", type=float, default=3e-4, help="fine-tune learning rate (default: 3e-4)")
+    p.add_argument("--split", choices=["val", "test"], default="test", help="split every row is scored on")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    p.add_argument(
+        "--no-qat", dest="qat", action="store_false",
+        help="no quantization-aware fine-tune even if int8 post-training quantization loses accuracy",
+    )
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=_cmd_compress)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    import json
+
+    from .compress import SPARSITIES, compress
+
+    rows = compress(
+        args.model, args.run, args.out, sparsities=args.sparsities or SPARSITIES, finetune_epochs=args.epochs,
+        lr=args.lr, split=args.split, threads=args.threads, qat=args.qat,
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(
+            f"{r['name']:>14}: {r['bytes']:>10,} B ({r['gzip_bytes']:,} gzip), accuracy {r['accuracy']:.4f}, "
+            f"macro-F1 {r['macro_f1']:.4f} ({r['delta_macro_f1']:+.4f})"
+        )
+    print(f"table: {Path(args.out or args.run / 'compress') / 'compress.md'}")
+    return 0
+
+
+# --- predict -----------------------------------------------------------------------------------------
+DEFAULT_PREDICT_MODEL = Path("models/asl_fastkan_int8.onnx")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files or folders (top-k labels); exit 1 if none was read")
+    p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
+    p.add_argument(
+        "--model", type=Path, default=DEFAULT_PREDICT_MODEL,
+        help=f"a .pt or .onnx model (default: {DEFAULT_PREDICT_MODEL})",
+    )
+    p.add_argument("--topk", type=int, default=3, help="labels per image (default: 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import format_row, predict_paths
+
+    ok = failed = 0
+    for row in predict_paths(args.paths, args.model, topk=args.topk, threads=args.threads):
+        print(format_row(row, args.json), flush=True)
+        ok, failed = ok + ("error" not in row), failed + ("error" in row)
+    if not args.json:
+        print(f"{ok} classified, {failed} failed", file=sys.stderr)
+    return 0 if ok else 1
+
+
+# --- bench -------------------------------------------------------------------------------------------
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency, throughput, memory and size: PyTorch, ONNX float, ONNX int8")
+    p.add_argument(
+        "--model", type=Path, action="append", default=None,
+        help="a model file (repeatable); a lone .pt also gets its ONNX float/int8 exports "
+        "(default: models/asl_fastkan.pt, .onnx, _int8.onnx)",
+    )
+    p.add_argument("--baseline", type=Path, default=None, help="a float `fastkan` checkpoint to compare against")
+    p.add_argument("--run", type=Path, default=None, help="run folder whose test images are used (default: random)")
+    p.add_argument("--out", type=Path, default=None, help="folder for bench.csv/.md (default: RUN/bench or ./bench)")
+    p.add_argument("--runs", type=int, default=300, help="single-image calls timed per model (default: 300)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch for the throughput test (default: 64)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds of batched inference per model (default: 3)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import bench, bench_images
+    from .inference import load_predictor
+
+    names = ("asl_fastkan.pt", "asl_fastkan.onnx", "asl_fastkan_int8.onnx")
+    models = args.model or [p for p in (Path("models") / n for n in names) if p.exists()]
+    if not models:
+        raise UserError("no model to benchmark in models/; pass --model PATH or run `asl-tinyml export` first")
+    size = load_predictor(models[0]).image_size
+    out = args.out or (args.run / "bench" if args.run else Path("bench"))
+    rows = bench(
+        models, bench_images(args.run, size), baseline=args.baseline, out_dir=out, runs=args.runs,
+        batch_size=args.batch_size, seconds=args.seconds,
+    )
+    print(json.dumps(rows, indent=2) if args.json else (out / "bench.md").read_text())
+    return 0
+
+
+# --- landmarks -------------------------------------------------------------------------------------
+def _add_landmarks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("landmarks", help="MediaPipe hand landmarks of every cached image (+ the landmark_fastkan model)")
+    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder the run was built from")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--pad", type=float, default=0.5, help="border added around each image, x its longer side (default: 0.5)")
+    p.add_argument("--no-retry", action="store_true", help="one attempt per image (no lighter model, no unpadded retry)")
+    p.add_argument("--reuse", action="store_true", help="keep an existing RUN/landmarks.npz instead of re-detecting")
+    p.add_argument("--train", action="store_true", help="then train landmark_fastkan and score the test split")
+    p.add_argument("--loso", action="store_true", help="then leave one Massey signer out with landmark_fastkan")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_landmarks)
+
+
+def _cmd_landmarks(args: argparse.Namespace) -> int:
+    import json
+
+    from .landmarks import LANDMARKS_NAME, build_landmark_cache, format_detection_report, landmark_loso, train_landmarks
+
+    if not (args.reuse and (args.run / LANDMARKS_NAME).exists()):
+        path = build_landmark_cache(args.merged, args.run, pad_fraction=args.pad, retry=not args.no_retry)
+        print(f"wrote {path}")
+    print(format_detection_report(args.run))
+    if args.train:
+        metrics = train_landmarks(args.run, epochs=args.epochs, seed=args.seed)
+        print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source")}, indent=1))
+    if args.loso:
+        for row in landmark_loso(args.run, epochs=args.epochs, seed=args.seed):
+            print(f"{row['signer']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
+                  f"detection {row['detection_rate']:.3f}  end-to-end {row['end_to_end_accuracy']:.3f}")
+    return 0
+
+
+# --- serve -------------------------------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web app: live webcam fingerspelling page, POST /predict and WS /ws (FastAPI)")
+    p.add_argument("--model", type=Path, default=Path("models/asl_fastkan_int8.onnx"),
+                   help="an .onnx export or .pt checkpoint (default: models/asl_fastkan_int8.onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for the LAN)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads per request (default: 1)")
+    p.add_argument("--max-fps", type=float, default=20.0, help="frames per second accepted per WebSocket client (default: 20)")
+    p.add_argument("--threshold", type=float, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
+    p.add_argument("--stable-frames", type=int, default=None, help="steady frames before a sign is typed (default: 8)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .serve import ServeSettings, run_server
+    from .spelling import SpellingConfig
+
+    changes = {k: v for k, v in (("threshold", args.threshold), ("stable_frames", args.stable_frames)) if v is not None}
+    try:
+        spelling = dataclasses.replace(SpellingConfig(), **changes)
+    except ValueError as exc:
+        raise UserError(f"{exc}; pick another --threshold/--stable-frames") from exc
+    settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling)
+    run_server(args.model, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+    return 0
+
+
+# --- pipeline ----------------------------------------------------------------------------------------
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="run every stage in order on the default (or given) data")
+    p.add_argument("--data", type=Path, action="append", default=None, help="a source folder (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/default, runs/quick with --quick)")
+    p.add_argument("--merged", type=Path, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
+    p.add_argument("--quick", action="store_true", help="a small, fast slice for smoke tests")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")
+    p.set_defaults(func=_cmd_pipeline)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    cfg = _config(args, epochs=args.epochs, model=args.model)
+    if args.quick:  # a self-contained slice: merged data and artifacts stay inside the run folder
+        cfg = cfg.quick_mode()
+    run = args.out or (Path("runs/quick") if args.quick else Path(cfg.run_dir))
+    merged = args.merged or (run / "data_merged" if args.quick else Path(cfg.merged_dir))
+    models = run / "models" if args.quick else Path(cfg.models_dir)
+    cfg = cfg.replace(
+        run_dir=str(run), merged_dir=str(merged), models_dir=str(models),
+        sources=[str(d) for d in args.data] if args.data else None,
+    )
+    print(run_pipeline(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asl-tinyml", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for add in (_add_merge, _add_preprocess, _add_eda, _add_evaluate, _add_train, _add_export, _add_compress, _add_predict, _add_bench, _add_landmarks, _add_serve, _add_pipeline):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

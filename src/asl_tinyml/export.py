@@ -1,0 +1,484 @@
+"""Deployable artifacts from a checkpoint: float ONNX, int8 ONNX (static QDQ), int8 TFLite and C headers.
+
+- `export_onnx`: `torch.onnx.export` at opset 18 with a dynamic batch axis and the metadata
+  (`classes`, `image_size`, `model`) that `inference.load_predictor` reads, checked by `onnx.checker`.
+- `quantize_onnx`: ONNX Runtime's static post-training quantization (QDQ, per-channel int8 weights,
+  uint8 activations) calibrated on a few hundred training images.
+- `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
+  TensorFlow Lite Micro; needs the optional `tflite` extra (`pip install -e .[tflite]`).
+- `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch.
+- `export_all`: every artifact into `models/`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader
+from tqdm import tqdm
+
+from .config import UserError
+from .inference import ONNX_INPUT, ONNX_OUTPUT, load_predictor, onnx_metadata
+from .models import count_parameters, load_checkpoint
+from .preprocess import Cache, load_splits, to_float
+
+OPSET = 18
+ARTIFACT_STEM = "asl_fastkan"
+CALIBRATION_IMAGES = 300
+FLOAT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| accepted for the float export
+
+
+# --- ONNX --------------------------------------------------------------------------------------------
+def _set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Replace `metadata_props` keys with `props` (others kept)."""
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in props}
+    onnx.helper.set_model_props(model, {**kept, **props})
+
+
+def _strip_debug_info(model: onnx.ModelProto) -> None:
+    """Drop the per-node provenance the torch exporter records (module paths, rewrite rules): tens of KB
+    that a deployed model does not need."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
+def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = OPSET) -> Path:
+    """Checkpoint -> float32 ONNX (input `input` NCHW [0, 1], output `logits`, dynamic batch) with metadata."""
+    model, meta = load_checkpoint(checkpoint)
+    size = int(meta["image_size"])
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_OUTPUT],
+        opset_version=opset,
+        dynamic_shapes=({0: batch},),
+        external_data=False,
+        verbose=False,
+    )
+    proto = program.model_proto
+    _strip_debug_info(proto)
+    _set_metadata(proto, onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model)))
+    proto.producer_name = "asl-tinyml"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, out_path)
+    return out_path
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """ONNX Runtime calibration data: uint8 NHWC images fed as float NCHW batches under `input_name`."""
+
+    def __init__(self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32) -> None:
+        self.images = np.asarray(images)
+        self.input_name = input_name
+        self.batch_size = batch_size
+        self._it: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(0, len(self.images), self.batch_size):
+            yield {self.input_name: to_float(self.images[i : i + self.batch_size])}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = self._batches()
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = None
+
+
+def quantize_onnx(
+    float_onnx: str | Path, out_path: str | Path, calibration_images: np.ndarray, per_channel: bool = True
+) -> Path:
+    """Static int8 QDQ quantization of a float ONNX model, calibrated (min-max) on uint8 NHWC images.
+
+    Runs `quant_pre_process` (shape inference + graph optimisation) first, keeps the metadata.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    images = np.asarray(calibration_images)
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
+        raise UserError(
+            f"calibration images must be a non-empty uint8 (N, S, S, 3) array, got {images.dtype} {images.shape}"
+        )
+    float_onnx, out_path = Path(float_onnx), Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    source = onnx.load(float_onnx)
+    props = {p.key: p.value for p in source.metadata_props}
+    reader = ImageCalibrationReader(images)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(float_onnx), str(prepped), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepped),
+            str(out_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"CalibMaxIntermediateOutputs": 8},
+        )
+    quantized = onnx.load(out_path)
+    _strip_debug_info(quantized)
+    _set_metadata(quantized, props)
+    onnx.checker.check_model(quantized)
+    onnx.save_model(quantized, out_path)
+    return out_path
+
+
+def compare_models(reference: str | Path, candidate: str | Path, images: np.ndarray) -> dict[str, float]:
+    """Max |probability difference| and top-1 agreement of two model files on uint8 NHWC images."""
+    p_ref = load_predictor(reference, threads=1).predict_proba(images)
+    p_new = load_predictor(candidate, threads=1).predict_proba(images)
+    return {
+        "max_abs_diff": float(np.abs(p_ref - p_new).max()),
+        "argmax_agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()),
+        "n_images": int(len(images)),
+    }
+
+
+# --- TFLite (optional extra) ---------------------------------------------------------------------------
+def tflite_available() -> bool:
+    """True when litert-torch (converter) and ai-edge-litert (interpreter) are importable."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        import litert_torch  # noqa: F401
+    except Exception:  # ImportError, or a broken install raising something else
+        return False
+    return True
+
+
+def _require_tflite() -> None:
+    if not tflite_available():
+        raise UserError(
+            "TFLite export needs litert-torch and ai-edge-litert; install them with `pip install -e .[tflite]` "
+            "(or skip TFLite with --no-tflite)"
+        )
+
+
+def export_tflite(checkpoint: str | Path, out_path: str | Path, calibration_images: np.ndarray) -> Path:
+    """Checkpoint -> int8 TFLite for TensorFlow Lite Micro: PT2E static quantization (per-channel symmetric
+    int8 weights, int8 activations) converted by litert-torch.
+
+    The model takes one int8 NHWC image (1, S, S, 3) (camera layout; the input's scale/zero point map
+    [0, 1] pixels to int8) and returns float32 logits. Conv, pooling and linear ops run in int8; the
+    FastKAN head's LayerNorm and Gaussian RBF (`exp`) stay float between DEQUANTIZE/QUANTIZE, which TFLM
+    runs with its reference float kernels.
+    """
+    _require_tflite()
+    import litert_torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    model, meta = load_checkpoint(checkpoint)
+    size = int(meta["image_size"])
+    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
+    example = (torch.rand(1, size, size, 3),)
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    prepared = prepare_pt2e(torch.export.export(nhwc, example).module(), quantizer)
+    move_exported_model_to_eval(prepared)
+    images = np.asarray(calibration_images, dtype=np.float32) / 255.0
+    with torch.no_grad():
+        for i in tqdm(range(len(images)), desc="calibrate tflite", unit="img", leave=False):
+            prepared(torch.from_numpy(images[i : i + 1]))  # exported for batch 1
+    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+    allow_exported_model_train_eval(quantized)
+    quantized.eval()  # the flag litert-torch checks; the ops were switched above
+    edge = litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    edge.export(str(out_path))
+    return out_path
+
+
+def tflite_predict_proba(tflite_path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of an `export_tflite` model on uint8 NHWC images, one at a time (LiteRT interpreter)."""
+    _require_tflite()
+    from ai_edge_litert.interpreter import Interpreter
+    from scipy.special import softmax
+
+    interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    x = np.asarray(images, dtype=np.float32) / 255.0  # NHWC, as the TFLite model takes it
+    if np.issubdtype(inp["dtype"], np.integer):  # an int8 input: quantize with the model's own scale/zero point
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+    x = x.astype(inp["dtype"])
+    logits = []
+    for i in range(len(x)):
+        interpreter.set_tensor(inp["index"], x[i : i + 1])
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0].astype(np.float64)
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            y = (y - zero) * scale
+        logits.append(y)
+    return softmax(np.stack(logits), axis=1).astype(np.float32) if logits else np.zeros((0, 0), np.float32)
+
+
+# TFLite builtin op -> TensorFlow Lite Micro's MicroMutableOpResolver method
+TFLM_RESOLVER = {
+    "ADD": "AddAdd",
+    "CONV_2D": "AddConv2D",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "DEQUANTIZE": "AddDequantize",
+    "EXP": "AddExp",
+    "FULLY_CONNECTED": "AddFullyConnected",
+    "LOGISTIC": "AddLogistic",
+    "MAX_POOL_2D": "AddMaxPool2D",
+    "AVERAGE_POOL_2D": "AddAveragePool2D",
+    "MEAN": "AddMean",
+    "MUL": "AddMul",
+    "PAD": "AddPad",
+    "QUANTIZE": "AddQuantize",
+    "RESHAPE": "AddReshape",
+    "RSQRT": "AddRsqrt",
+    "SQUARED_DIFFERENCE": "AddSquaredDifference",
+    "SUB": "AddSub",
+    "TRANSPOSE": "AddTranspose",
+    "SOFTMAX": "AddSoftmax",
+    "RELU": "AddRelu",
+    "CONCATENATION": "AddConcatenation",
+}
+
+
+def tflite_report(tflite_path: str | Path) -> dict[str, Any]:
+    """The ops a TFLite model uses and bounds on the TFLM tensor arena its activations need.
+
+    `arena_peak_live_bytes`: the most activation bytes alive at once, each tensor living from the op that
+    writes it to the last op that reads it (what an ideal planner needs); `arena_upper_bytes`: every
+    activation kept apart (no reuse). TFLM's greedy planner lands close to the first; add its bookkeeping
+    (a few KB) and check `interpreter.arena_used_bytes()` on the device.
+    """
+    _require_tflite()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    ops = interpreter._get_ops_details()  # noqa: SLF001  (the interpreter's only op listing)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    inp = interpreter.get_input_details()[0]
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    activations = inputs | {i for op in ops for i in op["outputs"]}
+
+    def nbytes(i: int) -> int:
+        t = tensors[i]
+        return int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+
+    born = {i: -1 for i in inputs} | {i: k for k, op in enumerate(ops) for i in op["outputs"]}
+    dies = {i: k for k, op in enumerate(ops) for i in op["inputs"] if i in activations}
+    dies |= {d["index"]: len(ops) for d in interpreter.get_output_details()}
+    live = [
+        sum(nbytes(i) for i in activations if born.get(i, -1) <= k <= dies.get(i, born.get(i, -1)))
+        for k in range(len(ops))
+    ]
+    names = sorted({op["op_name"] for op in ops})
+    return {
+        "ops": names,
+        "n_ops": len(ops),
+        "missing_in_resolver_table": [n for n in names if n not in TFLM_RESOLVER],
+        "arena_peak_live_bytes": max(live, default=0),
+        "arena_upper_bytes": sum(nbytes(i) for i in activations),
+        "input": {
+            "shape": [int(d) for d in inp["shape"]],
+            "dtype": np.dtype(inp["dtype"]).name,
+            "scale": float(inp["quantization"][0]),
+            "zero_point": int(inp["quantization"][1]),
+        },
+    }
+
+
+def write_op_resolver(ops: list[str], header_path: str | Path) -> Path:
+    """`op_resolver.h`: `AslOpResolver` (a MicroMutableOpResolver of exactly the model's ops) and `AddAslOps`."""
+    calls = [TFLM_RESOLVER[op] for op in ops if op in TFLM_RESOLVER]
+    unknown = [op for op in ops if op not in TFLM_RESOLVER]
+    guard = re.sub(r"\W", "_", Path(header_path).name).upper()
+    text = "\n".join(
+        [
+            "// Generated by asl-tinyml: the TFLM ops the exported model uses. Do not edit.",
+            f"#ifndef {guard}",
+            f"#define {guard}",
+            "",
+            '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
+            "",
+            f"using AslOpResolver = tflite::MicroMutableOpResolver<{len(ops)}>;",
+            "",
+            "inline TfLiteStatus AddAslOps(AslOpResolver& resolver) {",
+            *(f"  if (resolver.{call}() != kTfLiteOk) return kTfLiteError;" for call in calls),
+            *(f"  // {op}: no resolver method known to asl-tinyml; add it by hand" for op in unknown),
+            "  return kTfLiteOk;",
+            "}",
+            "",
+            f"#endif  // {guard}",
+            "",
+        ]
+    )
+    header_path = Path(header_path)
+    header_path.write_text(text)
+    return header_path
+
+
+# --- C headers -----------------------------------------------------------------------------------------
+def _c_identifier(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise UserError(f"{name!r} is not a C identifier; use letters, digits and underscores")
+    return name
+
+
+def write_c_array(
+    model_bytes_path: str | Path, header_path: str | Path, var_name: str = "g_model", alignment: int = 16
+) -> Path:
+    """A file's bytes as a C/C++ header: `const unsigned char VAR[]` (aligned) and `const unsigned int VAR_len`."""
+    var = _c_identifier(var_name)
+    data = Path(model_bytes_path).read_bytes()
+    rows = (", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12))
+    guard = re.sub(r"\W", "_", Path(header_path).name).upper()
+    text = "\n".join(
+        [
+            f"// Generated by asl-tinyml from {Path(model_bytes_path).name} ({len(data)} bytes). Do not edit.",
+            f"#ifndef {guard}",
+            f"#define {guard}",
+            "",
+            f"const unsigned char {var}[] __attribute__((aligned({alignment}))) = {{",
+            *(f"  {row}," for row in rows),
+            "};",
+            f"const unsigned int {var}_len = {len(data)};",
+            "",
+            f"#endif  // {guard}",
+            "",
+        ]
+    )
+    header_path = Path(header_path)
+    header_path.parent.mkdir(parents=True, exist_ok=True)
+    header_path.write_text(text)
+    return header_path
+
+
+def write_labels_header(classes: list[str], header_path: str | Path, var_name: str = "kLabels") -> Path:
+    """`labels.h`: `const char* const kLabels[]` in the model's output order and `kNumLabels`."""
+    var = _c_identifier(var_name)
+    guard = re.sub(r"\W", "_", Path(header_path).name).upper()
+    items = ", ".join(json.dumps(c) for c in classes)
+    text = "\n".join(
+        [
+            "// Generated by asl-tinyml: class names in the model's output order. Do not edit.",
+            f"#ifndef {guard}",
+            f"#define {guard}",
+            "",
+            f"const int kNumLabels = {len(classes)};",
+            f"const char* const {var}[] = {{{items}}};",
+            "",
+            f"#endif  // {guard}",
+            "",
+        ]
+    )
+    header_path = Path(header_path)
+    header_path.parent.mkdir(parents=True, exist_ok=True)
+    header_path.write_text(text)
+    return header_path
+
+
+# --- everything ----------------------------------------------------------------------------------------
+def calibration_images(source: np.ndarray | str | Path, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """Up to `n` uint8 images: an array as given, or a seeded sample of a run folder's train split."""
+    if isinstance(source, np.ndarray):
+        return source[:n] if len(source) > n else source
+    run_dir = Path(source)
+    cache = Cache.load(run_dir)
+    train = load_splits(run_dir)["train"]
+    pick = np.random.default_rng(seed).choice(train, size=min(n, len(train)), replace=False)
+    return cache.images[np.sort(pick)]
+
+
+def _default_calibration(meta: dict[str, Any]) -> Path:
+    run_dir = (meta.get("config") or {}).get("run_dir")
+    if not run_dir or not (Path(run_dir) / "cache.npz").exists():
+        raise UserError("no calibration images: pass --run RUN_DIR (a folder with cache.npz and splits.json)")
+    return Path(run_dir)
+
+
+def export_all(
+    checkpoint: str | Path,
+    out_dir: str | Path = "models",
+    calibration: np.ndarray | str | Path | None = None,
+    tflite: bool | None = None,
+    stem: str = ARTIFACT_STEM,
+) -> dict[str, Any]:
+    """Write `<stem>.pt`, `<stem>.onnx`, `<stem>_int8.onnx`, `labels.txt`, `model_data.h`, `labels.h`
+    (+ `<stem>_int8.tflite`, `op_resolver.h`) and `export.json` into `out_dir`; returns paths, sizes and the
+    ONNX/TFLite checks (agreement with the checkpoint on 64 calibration images).
+
+    `calibration`: uint8 NHWC images or a run folder (default: the checkpoint's run); `tflite`: None = when
+    the optional converter is installed. The C header embeds the TFLite model when there is one, else the
+    int8 ONNX model (TFLM cannot run that; it only lets a firmware build be sized).
+    """
+    checkpoint = Path(checkpoint)
+    _, meta = load_checkpoint(checkpoint)
+    classes = list(meta["classes"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calib = calibration_images(calibration if calibration is not None else _default_calibration(meta))
+    paths: dict[str, Path] = {"pt": out_dir / f"{stem}.pt"}
+    if checkpoint.resolve() != paths["pt"].resolve():
+        shutil.copyfile(checkpoint, paths["pt"])
+    steps = tqdm(total=4, desc="export", unit="step", leave=False)
+    paths["onnx"] = export_onnx(checkpoint, out_dir / f"{stem}.onnx")
+    steps.update()
+    paths["onnx_int8"] = quantize_onnx(paths["onnx"], out_dir / f"{stem}_int8.onnx", calib)
+    steps.update()
+    (out_dir / "labels.txt").write_text("\n".join(classes) + "\n")
+    paths["labels"] = out_dir / "labels.txt"
+    checks: dict[str, Any] = {
+        "onnx_float": compare_models(checkpoint, paths["onnx"], calib[:64]),
+        "onnx_int8": compare_models(checkpoint, paths["onnx_int8"], calib[:64]),
+    }
+    use_tflite = tflite_available() if tflite is None else tflite
+    embedded = paths["onnx_int8"]
+    if use_tflite:
+        paths["tflite"] = export_tflite(checkpoint, out_dir / f"{stem}_int8.tflite", calib)
+        p_ref = load_predictor(checkpoint, threads=1).predict_proba(calib[:64])
+        p_tfl = tflite_predict_proba(paths["tflite"], calib[:64])
+        checks["tflite_int8"] = {
+            "max_abs_diff": float(np.abs(p_ref - p_tfl).max()),
+            "argmax_agreement": float((p_ref.argmax(1) == p_tfl.argmax(1)).mean()),
+            "n_images": int(len(p_ref)),
+        }
+        embedded = paths["tflite"]
+        report = tflite_report(paths["tflite"])
+        checks["tflite_model"] = report
+        paths["op_resolver_h"] = write_op_resolver(report["ops"], out_dir / "op_resolver.h")
+    steps.update()
+    paths["model_data_h"] = write_c_array(embedded, out_dir / "model_data.h", "g_model")
+    paths["labels_h"] = write_labels_header(classes, out_dir / "labels.h")
+    steps.update()
+    steps.close()
+    sizes = {k: p.stat().st_size for k, p in paths.items()}
+    result = {
+        "checkpoint": str(checkpoint),
+        "paths": {k: str(p) for k, p in paths.items()},
+        "bytes": sizes,
+        "checks": checks,
+        "header_source": str(embedded),
+    }
+    (out_dir / "export.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,142 @@
+"""`asl-tinyml pipeline`: every stage in order on the default (or given) data, ending with a report.
+
+merge -> preprocess -> eda -> train (default model, then the baseline) -> evaluate -> compress ->
+export -> bench. Each stage is the same function its CLI subcommand calls; this module only chains
+them and writes `RUN/report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .merge import default_sources, format_report, merge
+from .preprocess import preprocess
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    print(f"== {name}", flush=True)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 1)
+    print(f"== {name} done in {timings[name]} s", flush=True)
+
+
+def _model_row(name: str, summary: dict[str, Any], metrics: dict[str, Any]) -> str:
+    per_source = ", ".join(f"{s} {v['accuracy']:.3f}" for s, v in sorted(metrics["per_source"].items()))
+    return (
+        f"| {name} | {summary['params']:,} | {summary['train_seconds']:.0f} | {summary['epochs_run']} | "
+        f"{metrics['accuracy']:.4f} | {metrics['macro_f1']:.4f} | {metrics['weighted_f1']:.4f} | {per_source} |"
+    )
+
+
+def _section(path: Path, title: str) -> list[str]:
+    """A stage's own markdown table, inlined under a heading (skipped when the stage made none)."""
+    if not path.exists():
+        return []
+    body = path.read_text().strip().splitlines()
+    body = [line for line in body if not line.startswith("# ")]  # drop the file's own title
+    return ["", f"## {title}", "", *body]
+
+
+def train_and_evaluate(cfg: Config, run: Path, model: str, epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train `model` on the run's train split, then evaluate its best checkpoint on the test split."""
+    from .evaluate import evaluate
+    from .train import train
+
+    model_cfg = cfg.replace(model=model, epochs=epochs)
+    summary = train(model_cfg, run)
+    metrics = evaluate(summary["checkpoint"], run, run / "eval" / model)
+    metrics.update(params=summary["params"], train_seconds=summary["train_seconds"])
+    (run / "eval" / model / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return summary, metrics
+
+
+def run_pipeline(cfg: Config) -> str:
+    """Run every stage; writes `RUN/report.md` (and `RUN/metrics.json`) and returns the report text."""
+    from .bench import bench, bench_images, write_bench
+    from .compress import compress
+    from .eda import run_eda
+    from .export import export_all
+
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.save(run / "config.yaml")
+    timings: dict[str, float] = {}
+    sources = [Path(s) for s in cfg.sources] or default_sources()
+    merged = Path(cfg.merged_dir)
+
+    with _stage("merge", timings):
+        report = merge(
+            sources, merged, include_extra=cfg.include_extra, limit_per_class=cfg.limit_per_class,
+            frame_block=cfg.frame_block,
+        )
+        print(format_report(report, merged))
+    with _stage("preprocess", timings):
+        prep = preprocess(merged, run, cfg.image_size, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    with _stage("eda", timings):
+        figures = run_eda(merged, run, run / "eda")
+    with _stage(f"train + evaluate {cfg.model}", timings):
+        summary, metrics = train_and_evaluate(cfg, run, cfg.model, cfg.epochs)
+    rows = [_model_row(cfg.model, summary, metrics)]
+    baseline_ckpt = None
+    if cfg.baseline:
+        with _stage(f"train + evaluate {cfg.baseline} (baseline)", timings):
+            b_summary, b_metrics = train_and_evaluate(cfg, run, cfg.baseline, cfg.baseline_epochs)
+        rows.append(_model_row(f"{cfg.baseline} (baseline)", b_summary, b_metrics))
+        baseline_ckpt = b_summary["checkpoint"]
+    with _stage("compress", timings):
+        compress(summary["checkpoint"], run, run / "compress", sparsities=cfg.sparsities,
+                 finetune_epochs=cfg.finetune_epochs, seed=cfg.seed)
+    with _stage("export", timings):
+        exported = export_all(summary["checkpoint"], cfg.models_dir, calibration=run)
+    with _stage("bench", timings):
+        paths = exported["paths"]
+        bench_models = [paths[k] for k in ("pt", "onnx", "onnx_int8") if k in paths]
+        rows_bench = bench(bench_models, bench_images(run, cfg.image_size), baseline=baseline_ckpt)
+        write_bench(rows_bench, run / "bench")
+
+    headline = {
+        "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],
+        "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"],
+        "n": metrics["n"], "per_source": metrics["per_source"], "artifacts": {k: str(v) for k, v in exported["paths"].items()},
+        "bytes": exported["bytes"], "timings": timings,
+    }
+    (run / "metrics.json").write_text(json.dumps(headline, indent=2, default=str))
+    lines = [
+        f"# asl-tinyml run `{run}`",
+        "",
+        f"Sources: {', '.join(s.name for s in sources)}; merged into `{merged}` "
+        f"({report.n_merged} new, {report.already} already there, {len(report.skipped)} skipped).",
+        f"Cache: {prep.n_images} images at {cfg.image_size}x{cfg.image_size}; grouped splits "
+        + ", ".join(f"{k} {v}" for k, v in prep.split_sizes.items())
+        + " (no signer or frame block in two splits; the test split holds an unseen Massey signer).",
+        f"EDA: {len(figures)} PNGs in `{run / 'eda'}`.",
+        "",
+        "## Models on the grouped test split",
+        "",
+        "| model | params | train s | epochs | accuracy | macro-F1 | weighted-F1 | accuracy per source |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        *_section(run / "compress" / "compress.md", "Compression"),
+        "",
+        "## Artifacts",
+        "",
+        *(f"- `{exported['paths'][k]}`: {exported['bytes'][k]:,} bytes" for k in exported["paths"] if k in exported["bytes"]),
+        *_section(run / "bench" / "bench.md", "Speed"),
+        "",
+        "## Stage times (s)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in timings.items()),
+    ]
+    text = "\n".join(lines) + "\n"
+    (run / "report.md").write_text(text)
+    return text

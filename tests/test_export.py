@@ -1,0 +1,144 @@
+"""Export: float ONNX matches PyTorch, int8 ONNX is smaller and agrees, C headers hold the exact bytes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from asl_tinyml.cli import main
+from asl_tinyml.config import UserError
+from asl_tinyml.export import (
+    FLOAT_TOLERANCE,
+    compare_models,
+    export_all,
+    export_onnx,
+    quantize_onnx,
+    tflite_available,
+    write_c_array,
+    write_labels_header,
+)
+from asl_tinyml.inference import load_predictor
+
+from .tiny_model import CLASSES, SIZE, color_images, trained_checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    ckpt = trained_checkpoint(root / "tiny.pt")
+    float_onnx = export_onnx(ckpt, root / "tiny.onnx")
+    int8 = quantize_onnx(float_onnx, root / "tiny_int8.onnx", color_images(12, seed=3)[0])
+    return {"ckpt": ckpt, "onnx": float_onnx, "int8": int8}
+
+
+def test_float_onnx_matches_torch_within_tolerance(exported: dict[str, Path]) -> None:
+    images, labels = color_images(10, seed=7)
+    check = compare_models(exported["ckpt"], exported["onnx"], images)
+    assert check["max_abs_diff"] < FLOAT_TOLERANCE == 1e-4
+    assert check["argmax_agreement"] == 1.0
+    torch_pred = load_predictor(exported["ckpt"]).predict(images)
+    assert (torch_pred == labels).mean() == 1.0  # the tiny model did learn the colours
+
+
+def test_float_onnx_has_opset_metadata_and_dynamic_batch(exported: dict[str, Path]) -> None:
+    model = onnx.load(exported["onnx"])
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["classes"] == '["a", "b", "c", "space"]' and props["image_size"] == str(SIZE)
+    assert props["model"] == "convkan"
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"] and session.get_outputs()[0].name == "logits"
+    for n in (1, 7):
+        out = session.run(None, {"input": np.random.rand(n, 3, SIZE, SIZE).astype(np.float32)})[0]
+        assert out.shape == (n, len(CLASSES))
+
+
+def test_int8_onnx_is_smaller_quantized_and_agrees(exported: dict[str, Path]) -> None:
+    assert exported["int8"].stat().st_size < 0.7 * exported["onnx"].stat().st_size
+    ops = {n.op_type for n in onnx.load(exported["int8"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    predictor = load_predictor(exported["int8"])
+    assert predictor.classes == CLASSES and predictor.image_size == SIZE  # metadata survived quantization
+    images, labels = color_images(10, seed=8)
+    check = compare_models(exported["ckpt"], exported["int8"], images)
+    assert check["argmax_agreement"] >= 0.95
+    assert (predictor.predict(images) == labels).mean() >= 0.95
+
+
+def test_quantize_rejects_float_calibration_images(exported: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="uint8"):
+        quantize_onnx(exported["onnx"], tmp_path / "q.onnx", np.zeros((4, SIZE, SIZE, 3), np.float32))
+
+
+def test_c_array_holds_the_exact_bytes(exported: dict[str, Path], tmp_path: Path) -> None:
+    header = write_c_array(exported["int8"], tmp_path / "model_data.h", "g_model")
+    text = header.read_text()
+    data = exported["int8"].read_bytes()
+    body = re.search(r"const unsigned char g_model\[\] __attribute__\(\(aligned\(16\)\)\) = \{(.*?)\};", text, re.S)
+    assert body is not None
+    values = [int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body.group(1))]
+    assert len(values) == len(data) and bytes(values) == data
+    assert re.search(rf"const unsigned int g_model_len = {len(data)};", text)
+    assert text.count("#ifndef MODEL_DATA_H") == 1
+
+
+def test_labels_header_lists_classes_in_output_order(tmp_path: Path) -> None:
+    text = write_labels_header(CLASSES, tmp_path / "labels.h").read_text()
+    assert "const int kNumLabels = 4;" in text
+    assert re.findall(r'"([^"]*)"', text) == CLASSES
+
+
+def test_c_array_rejects_a_bad_variable_name(exported: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="C identifier"):
+        write_c_array(exported["int8"], tmp_path / "m.h", "model-data")
+
+
+def test_export_all_writes_every_artifact(exported: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    result = export_all(exported["ckpt"], out, calibration=color_images(8, seed=4)[0], tflite=False)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "asl_fastkan.onnx",
+        "asl_fastkan.pt",
+        "asl_fastkan_int8.onnx",
+        "export.json",
+        "labels.h",
+        "labels.txt",
+        "model_data.h",
+    ]
+    assert (out / "labels.txt").read_text().split() == CLASSES
+    assert result["checks"]["onnx_float"]["max_abs_diff"] < FLOAT_TOLERANCE
+    assert result["checks"]["onnx_int8"]["argmax_agreement"] >= 0.95
+    # without a TFLite model the header embeds the int8 ONNX bytes, and says so
+    assert result["header_source"].endswith("asl_fastkan_int8.onnx")
+    length = int(re.search(r"g_model_len = (\d+);", (out / "model_data.h").read_text()).group(1))
+    assert length == (out / "asl_fastkan_int8.onnx").stat().st_size
+
+
+def test_cli_export_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m"), "--no-tflite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "none.pt" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not tflite_available(), reason="the tflite extra (litert-torch, ai-edge-litert) is not installed")
+def test_tflite_int8_runs_in_the_litert_interpreter(exported: dict[str, Path], tmp_path: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from asl_tinyml.export import export_tflite, tflite_predict_proba
+
+    path = export_tflite(exported["ckpt"], tmp_path / "tiny.tflite", color_images(12, seed=3)[0])
+    details = Interpreter(model_path=str(path)).get_input_details()[0]
+    assert details["dtype"] == np.int8 and list(details["shape"]) == [1, SIZE, SIZE, 3]  # int8 NHWC for TFLM
+    images, labels = color_images(10, seed=9)
+    probs = tflite_predict_proba(path, images)
+    torch_probs = load_predictor(exported["ckpt"]).predict_proba(images)
+    assert (probs.argmax(1) == torch_probs.argmax(1)).mean() >= 0.95
+    assert (probs.argmax(1) == labels).mean() >= 0.95

@@ -1,0 +1,196 @@
+"""Training on tiny generated data: learning, checkpoints, history, resume, repeatability, DDP, LOSO, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asl_tinyml.cli import main
+from asl_tinyml.config import Config, UserError
+from asl_tinyml.preprocess import Cache, save_splits
+from asl_tinyml.train import HISTORY_COLUMNS, class_weights, leave_one_signer_out, train
+
+SIZE = 16
+CLASSES = ["a", "b", "c", "d"]
+
+
+def _image(cls: int, rng: np.random.Generator) -> np.ndarray:
+    """A class is a bright bar in one of four places on a noisy background: separable, not trivial."""
+    img = rng.integers(0, 60, (SIZE, SIZE, 3)).astype(np.uint8)
+    shift = rng.integers(-1, 2)
+    if cls == 0:
+        img[2 + shift : 6 + shift, :, 0] = 230
+    elif cls == 1:
+        img[:, 2 + shift : 6 + shift, 1] = 230
+    elif cls == 2:
+        img[10 + shift : 14 + shift, :, 2] = 230
+    else:
+        img[:, 10 + shift : 14 + shift, :] = 230
+    return img
+
+
+def make_run(path: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """A run folder with a tiny cache (3 'signers' per class) and train/val/test splits."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    images = np.stack([_image(c, rng) for c in labels])
+    hands = np.array([f"massey_asl:hand{1 + i % 3}" for i in range(len(labels))])
+    cache = Cache(images, labels, CLASSES, np.array(["massey_asl"] * len(labels)), hands,
+                  np.array([f"{CLASSES[c]}/{i}.png" for i, c in enumerate(labels)]))
+    path.mkdir(parents=True, exist_ok=True)
+    cache.save(path / "cache.npz")
+    order = rng.permutation(len(labels))
+    n_val = len(labels) // 5
+    splits = {"train": np.sort(order[2 * n_val :]), "val": np.sort(order[:n_val]), "test": np.sort(order[n_val : 2 * n_val])}
+    save_splits(splits, path / "splits.json", seed)
+    return path
+
+
+def tiny_cfg(**changes: object) -> Config:
+    base = dict(model="convkan", epochs=4, batch_size=8, lr=1e-2, patience=10, image_size=SIZE, num_threads=1, augment=False)
+    return Config().replace(**(base | changes))
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+def test_class_weights_are_inverse_frequencies() -> None:
+    w = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert torch.allclose(w, torch.tensor([4 / 6, 2.0, 0.0]))  # n / (k_present * count); absent class 0
+    balanced = class_weights(np.array([0, 1, 2, 0, 1, 2]), 3)
+    assert torch.allclose(balanced, torch.ones(3))
+
+
+def test_training_learns_and_writes_its_files(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    summary = train(tiny_cfg(epochs=6, augment=True), run, out, progress=False)
+    assert summary["best_val_macro_f1"] > 0.9  # chance is 0.25
+    assert summary["epochs_run"] == 6 and 1 <= summary["best_epoch"] <= 6
+    assert Path(summary["checkpoint"]) == out / "best.pt"
+    rows = _history(out / "history.csv")
+    assert list(rows[0]) == HISTORY_COLUMNS and [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["meta"]["val_macro_f1"] == pytest.approx(summary["best_val_macro_f1"])
+    assert best["meta"]["classes"] == CLASSES and best["meta"]["params"] == summary["params"]
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 6 and "optimizer" in last and "scheduler" in last
+    assert Config.from_yaml(out / "config.yaml").epochs == 6
+
+
+def test_default_out_dir_and_early_stopping(run: Path) -> None:
+    summary = train(tiny_cfg(epochs=8, patience=1, lr=1e-6), run, progress=False)  # too small a lr to improve
+    assert Path(summary["checkpoint"]) == run / "train" / "convkan" / "best.pt"
+    assert summary["epochs_run"] < 8
+
+
+def test_seeded_runs_repeat_and_resume_continues(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_cfg(epochs=3, augment=True)
+    train(cfg, run, tmp_path / "a", progress=False)
+    train(cfg, run, tmp_path / "b", progress=False)
+    a, b = _state(tmp_path / "a" / "last.pt"), _state(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    import asl_tinyml.train as train_module
+
+    original = train_module._write_history
+
+    def interrupt_after_epoch_2(path: Path, rows: list) -> None:
+        original(path, rows)
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_history", interrupt_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, tmp_path / "c", progress=False)
+    monkeypatch.setattr(train_module, "_write_history", original)
+    assert torch.load(tmp_path / "c" / "last.pt", weights_only=True)["epoch"] == 2
+    summary = train(cfg, run, tmp_path / "c", resume=True, progress=False)
+    assert [int(r["epoch"]) for r in _history(tmp_path / "c" / "history.csv")] == [1, 2, 3]
+    c = _state(tmp_path / "c" / "last.pt")
+    assert all(torch.equal(a[k], c[k]) for k in a)  # interrupted + resumed == uninterrupted
+    assert summary["epochs_run"] == 3
+
+
+def test_resume_without_last_checkpoint_is_a_user_error(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot resume"):
+        train(tiny_cfg(), run, tmp_path / "none", resume=True, progress=False)
+
+
+def test_leave_one_signer_out(run: Path, tmp_path: Path) -> None:
+    results = leave_one_signer_out(tiny_cfg(epochs=6), run, tmp_path / "loso", progress=False)
+    assert [r["signer"] for r in results] == [f"massey_asl:hand{k}" for k in (1, 2, 3)]
+    assert all(r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
+    assert json.loads((tmp_path / "loso" / "loso.json").read_text()) == results
+    assert len(_history(tmp_path / "loso" / "hand1" / "history.csv")) == 6
+
+
+def test_cli_train_prints_a_summary_and_reports_bad_input(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg_file = tmp_path / "cfg.yaml"
+    tiny_cfg(epochs=1).save(cfg_file)
+    assert main(["train", "--run", str(run), "--config", str(cfg_file), "--out", str(tmp_path / "cli"), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "best val macro-F1" in out and str(tmp_path / "cli" / "best.pt") in out
+    assert len(_history(tmp_path / "cli" / "history.csv")) == 2
+    assert main(["train", "--run", str(tmp_path / "nowhere")]) == 2
+    assert "no preprocessed cache" in capsys.readouterr().err
+
+
+DDP_SCRIPT = """
+import hashlib, json, os, sys
+from pathlib import Path
+import torch
+import asl_tinyml.train as t
+from asl_tinyml.config import Config
+
+built = []
+original = t.create_model
+t.create_model = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = Config().replace(**json.loads(sys.argv[3]))
+summary = t.train(cfg, run, out, progress=False)
+state = built[0].state_dict()
+digest = hashlib.sha256(b"".join(state[k].detach().cpu().numpy().tobytes() for k in sorted(state))).hexdigest()
+(out.parent / f"rank{os.environ['RANK']}.json").write_text(json.dumps({"hash": digest, "summary": summary}))
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_with_identical_weights(run: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    cfg = {k: v for k, v in tiny_cfg(epochs=1, augment=True).to_dict().items() if k in ("model", "epochs", "batch_size", "lr", "image_size", "num_threads", "augment")}
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(run), str(tmp_path / "ddp" / "out"), json.dumps(cfg)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["hash"] == ranks[1]["hash"]
+    assert ranks[0]["summary"]["world_size"] == 2
+    assert (tmp_path / "ddp" / "out" / "best.pt").exists()
+    saved = _state(tmp_path / "ddp" / "out" / "last.pt")
+    digest_input = b"".join(saved[k].numpy().tobytes() for k in sorted(saved))
+    import hashlib
+
+    assert hashlib.sha256(digest_input).hexdigest() == ranks[0]["hash"]  # rank 0 saved the shared weights
