@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -50,5 +52,29 @@ def test_notebook_runs_in_quick_mode(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (run / "data_merged" / "manifest.csv").exists() and (run / "cache.npz").exists()
     for name in ("class_counts", "image_sizes", "sample_grid", "brightness", "split_sizes", "split_sources"):
         assert (run / "eda" / f"{name}.png").stat().st_size > 10_000, name
+
+    # train + evaluate: both models scored on the whole test split, with a report and figures
+    n_test = len(json.loads((run / "splits.json").read_text())["test"])
+    sources = {"asl_alphabet_subset", "massey_asl", "sign_language_digits"}
+    for model in ("convkan", "fastkan"):
+        metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
+        assert metrics["n"] == n_test and 0.0 <= metrics["accuracy"] <= 1.0, model
+        assert metrics["params"] > 0 and set(metrics["per_source"]) <= sources, model
+        assert "| macro F1 |" in (run / "eval" / model / "report.md").read_text()
+    for name in ("training_curves", "confusion_matrix", "pr_curves", "roc_curves"):
+        assert (run / "eval" / "convkan" / f"{name}.png").stat().st_size > 10_000, name
+    # compress, export, bench: tables and artifacts, the float ONNX agreeing with PyTorch
+    assert "| int8 |" in (run / "compress" / "compress.md").read_text()
+    exported = json.loads((run / "models" / "export.json").read_text())
+    assert exported["checks"]["onnx_float"]["argmax_agreement"] == 1.0
+    assert exported["bytes"]["onnx_int8"] < exported["bytes"]["onnx"]
+    assert "asl_fastkan_int8.onnx" in (run / "bench" / "bench.md").read_text()
+    # predict: six files, each with its top-3 labels
+    predicted = [line for line in outputs.splitlines() if "/data_merged/" in line and line.count(" (") == 3]
+    assert len(predicted) == 6, predicted
+
+    figures = ["predictions"] + (["landmarks"] if importlib.util.find_spec("mediapipe") else [])
+    for name in figures:
+        assert (run / f"{name}.png").stat().st_size > 10_000, name
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert images == 6
+    assert images == 6 + 4 + 1 + len(figures)  # EDA, train/evaluate, compress, predict (+ landmarks)

@@ -401,7 +401,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-    for add in (_add_merge, _add_preprocess, _add_eda, _add_evaluate, _add_train, _add_export, _add_compress, _add_predict, _add_bench, _add_landmarks, _add_serve, _add_pipeline):
+    stages = (_add_merge, _add_preprocess, _add_eda, _add_train, _add_evaluate, _add_compress, _add_export,
+              _add_predict, _add_bench, _add_landmarks, _add_serve, _add_pipeline)  # pipeline order
+    for add in stages:
         add(sub)
     return parser
 

@@ -1,0 +1,39 @@
+"""The README's main command in quick mode: every stage on a real slice, ending with a report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from asl_tinyml.cli import main
+from asl_tinyml.inference import load_predictor
+from asl_tinyml.preprocess import Cache, load_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["pipeline", "--quick", "--out", "run"]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| convkan |" in report and "| fastkan (baseline) |" in report
+    assert "## Compression" in report and "## Speed" in report
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "weighted_f1", "params", "train_seconds", "per_source"} <= set(metrics)
+    assert metrics["params"] < 250_000
+    assert set(metrics["per_source"]) == {p.name for p in data_root.iterdir() if p.is_dir()}
+    models = tmp_path / "run" / "models"
+    int8 = models / "asl_fastkan_int8.onnx"
+    assert int8.stat().st_size <= 256 * 1024
+    assert (models / "labels.txt").read_text().split() == Cache.load(tmp_path / "run").classes
+    # the deployed int8 model and the checkpoint agree on real merged images
+    merged = sorted((tmp_path / "run" / "data_merged").glob("*/*"))[:40:4]
+    images = __import__("numpy").stack([load_image(p, 64) for p in merged])
+    p_int8 = load_predictor(int8).predict_proba(images)
+    p_pt = load_predictor(models / "asl_fastkan.pt").predict_proba(images)
+    assert (p_int8.argmax(1) == p_pt.argmax(1)).mean() >= 0.8
+    assert len(list((tmp_path / "run" / "eda").glob("*.png"))) >= 5
+    assert (tmp_path / "run" / "eval" / "convkan" / "confusion_matrix.png").exists()
+    # nothing was written outside the run folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
