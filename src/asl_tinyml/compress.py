@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .config import UserError
 from .evaluate import evaluate
 from .export import calibration_images, export_onnx, quantize_onnx
-from .models import count_parameters, load_checkpoint, save_checkpoint
+from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
 from .train import augment_batch, build_augment, class_weights
 from .train import evaluate as validate
@@ -136,7 +136,6 @@ def quantization_aware_finetune(
 ) -> Path:
     """Quantization-aware fine-tuning (torchao PT2E, x86 config: per-channel int8 weights, uint8
     activations) of a checkpoint, exported as a QDQ int8 ONNX model with the usual metadata."""
-    import onnx
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -144,8 +143,7 @@ def quantization_aware_finetune(
         get_default_x86_inductor_quantization_config,
     )
 
-    from .export import _set_metadata, _strip_debug_info
-    from .inference import ONNX_INPUT, ONNX_OUTPUT, onnx_metadata
+    from .export import save_onnx
 
     model, meta = load_checkpoint(checkpoint)
     size = int(meta["image_size"])
@@ -161,23 +159,7 @@ def quantization_aware_finetune(
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     allow_exported_model_train_eval(quantized)
     quantized.eval()  # the flag the ONNX exporter checks; the ops were switched above
-    program = torch.onnx.export(
-        quantized,
-        example,
-        dynamo=True,
-        input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT],
-        dynamic_shapes=({0: batch},),
-        external_data=False,
-        verbose=False,
-    )
-    proto = program.model_proto
-    _strip_debug_info(proto)
-    _set_metadata(proto, onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model)))
-    onnx.checker.check_model(proto)
-    out_path = Path(out_path)
-    onnx.save_model(proto, out_path)
-    return out_path
+    return save_onnx(quantized, meta, out_path, opset=None)
 
 
 def gzip_size(path: str | Path) -> int:
