@@ -44,15 +44,20 @@ class _Residual(nn.Module):
 
 
 class ConvKAN(nn.Module):
-    """A depthwise-separable conv stem (about 2.9 M MACs at 64x64, two residual blocks at 4x4) feeding a FastKAN head."""
+    """A depthwise-separable conv stem (two residual blocks at 4x4) feeding a small FastKAN head.
+
+    Defaults (158k parameters) were chosen on the validation split: widening the stem to (24, 48, 96, 192)
+    while shrinking the head to 32 hidden units on 6 RBF centres raised val macro-F1 from 0.943 to 0.979
+    at the same int8 budget (README, "Results").
+    """
 
     def __init__(
         self,
         num_classes: int,
         image_size: int = 64,
-        channels: tuple[int, ...] = (16, 32, 64, 128),
-        hidden: int = 64,
-        num_grids: int = 8,
+        channels: tuple[int, ...] = (24, 48, 96, 192),
+        hidden: int = 32,
+        num_grids: int = 6,
         dropout: float = 0.1,
         tail_blocks: int = 2,
     ) -> None:
