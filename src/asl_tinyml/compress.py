@@ -26,7 +26,7 @@ from .evaluate import evaluate
 from .export import calibration_images, export_onnx, quantize_onnx
 from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
-from .train import augment_batch, build_augment, class_weights
+from .train import augment_batch, build_augment, cache_tensors, class_weights, uint8_to_float
 from .train import evaluate as validate
 
 SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.9)  # 0: the same fine-tune without pruning (the control)
@@ -79,10 +79,8 @@ def finetune(
 ) -> dict[str, float]:
     """A short AdamW + cosine fine-tune on the train split (pruning masks or fake-quant observers kept);
     keeps the weights of the epoch with the best validation macro-F1 and returns its validation metrics."""
-    images = torch.from_numpy(np.ascontiguousarray(cache.images.transpose(0, 3, 1, 2)))
-    labels = torch.from_numpy(cache.labels.astype(np.int64))
-    x_tr, y_tr = images[train_idx], labels[train_idx]
-    x_va, y_va = images[val_idx], labels[val_idx]
+    x_tr, y_tr = cache_tensors(cache, train_idx)
+    x_va, y_va = cache_tensors(cache, val_idx)
     weights = class_weights(y_tr.numpy(), len(cache.classes))
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     transform = build_augment(cache.images.shape[1]) if augment else None
@@ -97,7 +95,7 @@ def finetune(
         for idx in torch.randperm(len(y_tr), generator=generator).split(batch_size):
             if len(idx) < 2:
                 continue
-            x = x_tr[idx].float().div_(255.0)
+            x = uint8_to_float(x_tr[idx])
             if transform is not None:
                 x = augment_batch(x, transform)
             loss = loss_fn(model(x), y_tr[idx])

@@ -101,7 +101,7 @@ def model_options(name: str, image_size: int) -> dict[str, Any]:
     return {"image_size": int(image_size)}
 
 
-def _to_float(images: torch.Tensor) -> torch.Tensor:
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 NCHW -> float32 in [0, 1]."""
     return images.float().div_(255.0)
 
@@ -111,7 +111,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256
     """Logits of a uint8 NCHW tensor, in eval mode, batch by batch (returned on the CPU)."""
     model.eval()
     device = device or next(model.parameters()).device
-    out = [model(_to_float(images[i : i + batch_size].to(device))).cpu() for i in range(0, len(images), batch_size)]
+    out = [model(uint8_to_float(images[i : i + batch_size].to(device))).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -142,7 +142,7 @@ def _read_history(path: Path, upto_epoch: int) -> list[dict[str, float]]:
     return [r for r in rows if r["epoch"] <= upto_epoch]
 
 
-def _as_tensors(cache: Cache, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def cache_tensors(cache: Cache, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 NCHW images and int64 labels of some cache rows (contiguous copies)."""
     images = torch.from_numpy(np.ascontiguousarray(cache.images[index].transpose(0, 3, 1, 2)))
     return images, torch.from_numpy(cache.labels[index].astype(np.int64))
@@ -222,8 +222,8 @@ def _train(
     if cache.images.shape[1] != cfg.image_size:
         cfg = cfg.replace(image_size=int(cache.images.shape[1]))  # the cache decides the input size
     classes = list(cache.classes)
-    x_tr, y_tr = _as_tensors(cache, tr_idx)
-    x_va, y_va = _as_tensors(cache, va_idx)
+    x_tr, y_tr = cache_tensors(cache, tr_idx)
+    x_va, y_va = cache_tensors(cache, va_idx)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     options = model_options(cfg.model, cfg.image_size) | dict(extra_options or {})
@@ -284,7 +284,7 @@ def _train(
         for idx in batches:
             if len(idx) < 2:  # BatchNorm needs two samples; equal on every rank (the sampler pads)
                 continue
-            x = _to_float(x_tr[idx])
+            x = uint8_to_float(x_tr[idx])
             if augment is not None:
                 x = augment_batch(x, augment)
             x = x.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -374,7 +374,7 @@ def leave_one_signer_out(cfg: Config, run_dir: Path, out_dir: Path | None = None
         from .models import load_checkpoint  # local: the checkpoint just written
 
         model, _ = load_checkpoint(summary["checkpoint"])
-        x, y = _as_tensors(cache, held)
+        x, y = cache_tensors(cache, held)
         pred = predict_logits(model, x).argmax(1).numpy()
         results.append({
             "signer": signer, "n_images": int(len(held)), "n_train": int(len(tr)),
