@@ -142,3 +142,11 @@ def test_tflite_int8_runs_in_the_litert_interpreter(exported: dict[str, Path], t
     torch_probs = load_predictor(exported["ckpt"]).predict_proba(images)
     assert (probs.argmax(1) == torch_probs.argmax(1)).mean() >= 0.95
     assert (probs.argmax(1) == labels).mean() >= 0.95
+
+
+def test_calibration_chunks_never_leave_an_empty_last_chunk() -> None:
+    from asl_tinyml.export import _calibration_chunk
+
+    for n in range(1, 200):
+        k = _calibration_chunk(n)
+        assert 8 <= k and n % k != 0

@@ -221,6 +221,9 @@ def test_train_and_loso_on_a_synthetic_landmark_run(tmp_path):
     assert json.loads((run / "train" / "landmark_fastkan" / "metrics.json").read_text())["params"] < 20_000
 
     rows = landmark_loso(run, epochs=10, patience=10, progress=False)
-    assert [r["signer"] for r in rows] == [f"massey_asl:hand{k}" for k in (1, 2, 3)]
+    assert [r["fold"] for r in rows] == ["hand1", "hand2", "hand3"]
     assert all(r["images"] == 90 for r in rows) and all(r["accuracy"] >= 0.9 for r in rows)
-    assert (run / "train" / "landmark_fastkan-loso" / "loso.csv").exists()
+    loso = run / "train" / "landmark_fastkan-loso"
+    assert json.loads((loso / "folds.json").read_text()) == rows
+    _, meta = load_checkpoint(loso / "hand2" / "best.pt")  # every fold's model is kept, for the fused predictor
+    assert meta["metrics"]["fold"] == "hand2" and meta["input"] == "landmarks"

@@ -26,6 +26,10 @@ def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
     models = tmp_path / "run" / "models"
     int8 = models / "asl_fastkan_int8.onnx"
     assert int8.stat().st_size <= 256 * 1024
+    # with the landmarks extra (CI installs it): MediaPipe, the landmark model and the fused int8 predictor
+    assert "| landmark_fastkan (hand found in" in report and "| fused int8 (" in report
+    assert (models / "asl_landmarks_int8.onnx").stat().st_size < 32 * 1024
+    assert metrics["fused"]["n"] == metrics["n"] and 0 <= metrics["fused"]["fusion_weight"] <= 1
     assert (models / "labels.txt").read_text().split() == Cache.load(tmp_path / "run").classes
     # the deployed int8 model and the checkpoint agree on real merged images
     merged = sorted((tmp_path / "run" / "data_merged").glob("*/*"))[:40:4]

@@ -133,3 +133,32 @@ def test_grouped_split_never_leaks_a_group(items, seed):
     sets = [set(groups[idx]) for idx in splits.values()]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
     assert len(splits["train"]) >= len(splits["test"])
+
+
+def test_signer_folds_never_train_on_the_held_out_signer() -> None:
+    from asl_tinyml.preprocess import signer_folds
+
+    groups = np.array(["massey_asl:hand1"] * 4 + ["massey_asl:hand2"] * 4 + ["massey_asl:hand3"] * 2 + ["alpha:0"] * 6)
+    splits = {"train": np.array([0, 1, 4, 5, 10, 11, 12]), "val": np.array([2, 6, 13]), "test": np.array([8, 9, 14, 15])}
+    folds = signer_folds(groups, splits)
+    assert [f.name for f in folds] == ["hand1", "hand2", "hand3"]
+    for f in folds:
+        held = groups[f.test]
+        assert len(set(held)) == 1 and not np.isin(groups[np.union1d(f.train, f.val)], held[0]).any()
+    assert folds[2].train.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12]  # other signers' val/test images train too
+    with pytest.raises(UserError, match="at least two signers"):
+        signer_folds(np.array(["alpha:0", "massey_asl:hand1"]), splits)
+
+
+def test_source_folds_score_only_the_classes_the_other_sources_hold() -> None:
+    from asl_tinyml.preprocess import source_folds
+
+    sources = np.array(["letters"] * 4 + ["mixed"] * 4 + ["digits"] * 4)
+    labels = np.array([10, 11, 10, 11, 10, 11, 0, 1, 0, 1, 0, 2])  # digit class 2 exists in "digits" only
+    splits = {"train": np.array([0, 1, 4, 5, 6, 7, 8, 9]), "val": np.array([2, 10]), "test": np.array([3, 11])}
+    folds = {f.name: f for f in source_folds(sources, labels, splits)}
+    assert set(folds) == {"letters", "mixed", "digits"}
+    digits = folds["digits"]
+    assert digits.test.tolist() == [8, 9, 10]  # class 2 (row 11) is unknown to the training sources
+    assert (sources[np.union1d(digits.train, digits.val)] != "digits").all()
+    assert folds["letters"].val.tolist() == [10, 11]  # others' val and test select the model

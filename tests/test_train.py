@@ -139,9 +139,9 @@ def test_resume_without_last_checkpoint_is_a_user_error(run: Path, tmp_path: Pat
 
 def test_leave_one_signer_out(run: Path, tmp_path: Path) -> None:
     results = leave_one_signer_out(tiny_cfg(epochs=6), run, tmp_path / "loso", progress=False)
-    assert [r["signer"] for r in results] == [f"massey_asl:hand{k}" for k in (1, 2, 3)]
-    assert all(r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
-    assert json.loads((tmp_path / "loso" / "loso.json").read_text()) == results
+    assert [r["fold"] for r in results] == ["hand1", "hand2", "hand3"]
+    assert all(r["kind"] == "signer" and r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
+    assert json.loads((tmp_path / "loso" / "folds.json").read_text()) == results
     assert len(_history(tmp_path / "loso" / "hand1" / "history.csv")) == 6
 
 

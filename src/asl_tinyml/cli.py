@@ -95,7 +95,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
+    _add_fusion_arguments(p, "(default: chosen on the run's val split; 0.7 for a folder)")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _add_fusion_arguments(p: argparse.ArgumentParser, weight_default: str) -> None:
+    p.add_argument("--landmark-model", type=Path, default=None,
+                   help="a landmark_fastkan .pt/.onnx: score the fused predictor (landmarks where a hand is found)")
+    p.add_argument("--fusion-weight", type=float, default=None,
+                   help=f"weight of the landmark model in [0, 1] where a hand is found {weight_default}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -103,7 +111,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate, format_summary
 
-    metrics = evaluate(args.model, args.data, args.out, split=args.split, train_dir=args.train_dir, threads=args.threads)
+    metrics = evaluate(
+        args.model, args.data, args.out, split=args.split, train_dir=args.train_dir, threads=args.threads,
+        landmark_model=args.landmark_model, fusion_weight=args.fusion_weight,
+    )
     print(json.dumps(metrics, indent=2) if args.json else format_summary(metrics))
     return 0
 
@@ -121,6 +132,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-loso)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--loso", action="store_true", help="leave-one-signer-out over the Massey signers instead")
+    p.add_argument("--loso-source", action="store_true", help="leave-one-source-out (on the classes the sources share) instead")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow (needs `pip install mlflow`; ./mlruns)")
     p.set_defaults(func=_cmd_train)
 
@@ -128,14 +140,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from .train import leave_one_signer_out, train
+    from .train import train, train_folds
 
     cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     cfg = cfg.replace(run_dir=str(args.run))
-    if args.loso:
-        results = leave_one_signer_out(cfg, args.run, args.out)
-        for r in results:
-            print(f"{r['signer']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} ({r['n_images']} images)")
+    if args.loso or args.loso_source:
+        for kind in ["signer"] * args.loso + ["source"] * args.loso_source:
+            out = args.out / kind if args.out and args.loso and args.loso_source else args.out
+            for r in train_folds(cfg, args.run, kind, out):
+                print(f"held-out {kind} {r['fold']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
+                      f"({r['n_images']} images)")
         return 0
     s = train(cfg, args.run, args.out, resume=args.resume, mlflow=args.mlflow)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
@@ -250,6 +264,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=3, help="labels per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
+    _add_fusion_arguments(p, "(default: 0.7, chosen on the shared data's val split)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -257,7 +272,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import format_row, predict_paths
 
     ok = failed = 0
-    for row in predict_paths(args.paths, args.model, topk=args.topk, threads=args.threads):
+    from .fusion import DEFAULT_WEIGHT
+
+    weight = DEFAULT_WEIGHT if args.fusion_weight is None else args.fusion_weight
+    rows = predict_paths(args.paths, args.model, args.topk, args.threads, args.landmark_model, weight)
+    for row in rows:
         print(format_row(row, args.json), flush=True)
         ok, failed = ok + ("error" not in row), failed + ("error" in row)
     if not args.json:
@@ -313,6 +332,9 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse", action="store_true", help="keep an existing RUN/landmarks.npz instead of re-detecting")
     p.add_argument("--train", action="store_true", help="then train landmark_fastkan and score the test split")
     p.add_argument("--loso", action="store_true", help="then leave one Massey signer out with landmark_fastkan")
+    p.add_argument("--loso-source", action="store_true", help="then leave one source out with landmark_fastkan")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="then write asl_landmarks.onnx and asl_landmarks_int8.onnx of the trained model into DIR")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_landmarks)
@@ -321,7 +343,10 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
 def _cmd_landmarks(args: argparse.Namespace) -> int:
     import json
 
-    from .landmarks import LANDMARKS_NAME, build_landmark_cache, format_detection_report, landmark_loso, train_landmarks
+    from .landmarks import (
+        LANDMARKS_NAME, build_landmark_cache, export_landmark_model, format_detection_report, landmark_folds,
+        train_landmarks,
+    )
 
     if not (args.reuse and (args.run / LANDMARKS_NAME).exists()):
         path = build_landmark_cache(args.merged, args.run, pad_fraction=args.pad, retry=not args.no_retry)
@@ -330,10 +355,13 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
     if args.train:
         metrics = train_landmarks(args.run, epochs=args.epochs, seed=args.seed)
         print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source")}, indent=1))
-    if args.loso:
-        for row in landmark_loso(args.run, epochs=args.epochs, seed=args.seed):
-            print(f"{row['signer']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
+    for kind in ["signer"] * args.loso + ["source"] * args.loso_source:
+        for row in landmark_folds(args.run, kind, epochs=args.epochs, seed=args.seed):
+            print(f"held-out {kind} {row['fold']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
                   f"detection {row['detection_rate']:.3f}  end-to-end {row['end_to_end_accuracy']:.3f}")
+    if args.export:
+        for name, path in export_landmark_model(args.run, args.export).items():
+            print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
     return 0
 
 
@@ -365,6 +393,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"{exc}; pick another --threshold/--stable-frames") from exc
     settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling)
     run_server(args.model, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+    return 0
+
+
+# --- compare -----------------------------------------------------------------------------------------
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import ALL_MODELS
+
+    p = sub.add_parser("compare", help="every model side by side: test, unseen signers, unseen sources, size, latency")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (after `pipeline` or `preprocess`)")
+    p.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS, metavar="MODEL",
+                   help=f"rows of the table (default: all of {', '.join(ALL_MODELS)})")
+    p.add_argument("--no-train", action="store_true", help="only collect what the run folder already holds")
+    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields (epochs per fold etc.)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import COMPARE_DIR, run_comparison
+
+    cfg = _config(args).replace(run_dir=str(args.run))
+    run_comparison(cfg, args.run, tuple(args.models), train_missing=not args.no_train)
+    print((args.run / COMPARE_DIR / "compare.md").read_text(), end="")
     return 0
 
 
@@ -402,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     stages = (_add_merge, _add_preprocess, _add_eda, _add_train, _add_evaluate, _add_compress, _add_export,
-              _add_predict, _add_bench, _add_landmarks, _add_serve, _add_pipeline)  # pipeline order
+              _add_predict, _add_bench, _add_landmarks, _add_compare, _add_serve, _add_pipeline)  # pipeline order
     for add in stages:
         add(sub)
     return parser

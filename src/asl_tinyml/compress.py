@@ -157,7 +157,7 @@ def quantization_aware_finetune(
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     allow_exported_model_train_eval(quantized)
     quantized.eval()  # the flag the ONNX exporter checks; the ops were switched above
-    return save_onnx(quantized, meta, out_path, opset=None)
+    return save_onnx(quantized, meta, out_path, opset=None, minify=True)
 
 
 def gzip_size(path: str | Path) -> int:

@@ -49,6 +49,7 @@ class EvalData:
     sources: np.ndarray
     paths: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    index: np.ndarray | None = None  # rows of the run's cache.npz, for a run folder
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -77,8 +78,8 @@ def _label_index(names: list[str], classes: list[str], where: Path) -> np.ndarra
 def load_run_split(run_dir: Path, split: str, classes: list[str], image_size: int) -> EvalData:
     """The `split` images ("train", "val", "test" or "all") of a run folder's cache."""
     cache = Cache.load(run_dir)
-    if split != "all":
-        cache = cache.subset(load_splits(run_dir)[split])
+    index = np.arange(len(cache)) if split == "all" else load_splits(run_dir)[split]
+    cache = cache.subset(index)
     if len(cache) == 0:
         raise UserError(f"split {split!r} of {run_dir} is empty; choose another --split")
     if cache.images.shape[1] != image_size:
@@ -87,7 +88,7 @@ def load_run_split(run_dir: Path, split: str, classes: list[str], image_size: in
             f"re-run `asl-tinyml preprocess --size {image_size}` or pass a folder of class folders as --data"
         )
     labels = _label_index([cache.classes[i] for i in cache.labels], classes, run_dir)
-    return EvalData(cache.images, labels, cache.sources.astype(str), cache.paths.astype(str))
+    return EvalData(cache.images, labels, cache.sources.astype(str), cache.paths.astype(str), index=index)
 
 
 def _class_folder_sources(folder: Path, known: list[str]) -> tuple[dict[str, dict[str, list[Path]]], list[Path]]:
@@ -462,6 +463,11 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"   macro-P {metrics['macro_precision']:.4f}   macro-R {metrics['macro_recall']:.4f}"
         + (f"   ROC-AUC {metrics['roc_auc_macro']:.4f}" if metrics.get("roc_auc_macro") is not None else ""),
     ]
+    if metrics.get("landmark_model"):
+        lines.append(
+            f"fused    with {metrics['landmark_model']} (weight {metrics['fusion_weight']}): hand found in "
+            f"{metrics['hand_found']}/{metrics['n']} images, the pixel model alone decides the rest"
+        )
     if metrics["per_source"]:
         width = max(8, *(len(s) for s in metrics["per_source"]))
         lines.append(f"{'source':<{width}}  {'n':>6}  {'accuracy':>8}  {'macro-F1':>8}")
@@ -524,6 +530,36 @@ def write_report(metrics: dict[str, Any], path: Path) -> Path:
 
 
 # --- stage ---------------------------------------------------------------------------------------------
+def _fuse(
+    predictor: Predictor, landmark_model: Path, data: Path, ev: EvalData, proba: np.ndarray,
+    weight: float | None, threads: int | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixel probabilities of `ev` -> fused ones, and the figures that describe the fusion."""
+    from .fusion import DEFAULT_WEIGHT, FusedPredictor, LandmarkPredictor, choose_weight, fuse_proba
+
+    fused = FusedPredictor(predictor, LandmarkPredictor(landmark_model, threads))
+    scores: dict[float, float] = {}
+    if ev.index is not None:
+        features, found = fused.landmark.hands_for_run(data)
+        if weight is None:
+            cache, val = Cache.load(data), load_splits(data)["val"]
+            label_of = {c: i for i, c in enumerate(predictor.classes)}
+            y_val = np.array([label_of[cache.classes[k]] for k in cache.labels[val]])
+            p_val = (predictor.predict_proba(cache.images[val]), fused.landmark.predict_proba(features[val]))
+            weight, scores = choose_weight(*p_val, found[val], y_val)
+        features, found = features[ev.index], found[ev.index]
+    else:
+        features, found = fused.landmark.hands_for_files(list(ev.paths), progress=True)
+        weight = DEFAULT_WEIGHT if weight is None else weight
+    proba = fuse_proba(proba, fused.landmark.predict_proba(features), found, weight)
+    return proba, {
+        "model_name": f"{predictor.model_name} + landmark_fastkan (fused)", "landmark_model": str(landmark_model), "landmark_params": fused.landmark.params or 0,
+        "landmark_bytes": landmark_model.stat().st_size, "fusion_weight": weight,
+        "fusion_weight_scores": {str(k): v for k, v in scores.items()},
+        "hand_found": int(found.sum()), "hand_found_rate": float(found.mean()) if len(found) else None,
+    }
+
+
 def evaluate(
     model_path: str | Path,
     data: str | Path,
@@ -533,32 +569,44 @@ def evaluate(
     train_dir: str | Path | None = None,
     threads: int | None = None,
     predictor: Predictor | None = None,
+    landmark_model: str | Path | None = None,
+    fusion_weight: float | None = None,
 ) -> dict[str, Any]:
     """Score a model file on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`.
 
     `data` is a run folder (its `split` of cache.npz is used) or a folder of class folders. Skipped
-    folders and unreadable files are printed to stderr and listed in the metrics. Returns the metrics.
+    folders and unreadable files are printed to stderr and listed in the metrics. With `landmark_model`
+    the fused predictor is scored (`fusion.py`): hands come from the run's `landmarks.npz` or MediaPipe on
+    the files; `fusion_weight` None means chosen on the run's val split (`fusion.DEFAULT_WEIGHT` for a
+    folder). Returns the metrics.
     """
     model_path, data = Path(model_path), Path(data)
     predictor = predictor or load_predictor(model_path, threads)
     out = Path(out_dir) if out_dir is not None else default_out_dir(model_path, data)
+    if landmark_model is not None and out_dir is None:
+        out = out.parent / f"fused-{out.name}"
     ev = load_eval_data(data, predictor.classes, predictor.image_size, split)
     for path, reason in ev.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     proba = predictor.predict_proba(ev.images, progress=True)
+    fused: dict[str, Any] = {}
+    if landmark_model is not None:
+        proba, fused = _fuse(predictor, Path(landmark_model), data, ev, proba, fusion_weight, threads)
     y_pred = proba.argmax(axis=1)
     classes = predictor.classes
     metrics = compute_metrics(ev.labels, y_pred, proba, classes, ev.sources)
+    model_bytes = model_path.stat().st_size if model_path.is_file() else None
     metrics = {
         "model": str(model_path),
         "model_kind": predictor.kind,
         "model_name": predictor.model_name,
-        "model_bytes": model_path.stat().st_size if model_path.is_file() else None,
-        "params": predictor.params,
+        "model_bytes": model_bytes + fused.get("landmark_bytes", 0) if model_bytes else None,
+        "params": predictor.params + fused.get("landmark_params", 0) if predictor.params else None,
         "image_size": predictor.image_size,
         "classes": classes,
         "data": str(data),
         "split": split if is_run_dir(data) else None,
+        **fused,
         **metrics,
         "skipped": [{"path": p, "reason": r} for p, r in ev.skipped],
         "out_dir": str(out),

@@ -59,15 +59,19 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = OPSET
 
 
 def save_onnx(
-    model: torch.nn.Module, meta: dict[str, Any], out_path: str | Path, opset: int | None = OPSET, full_check: bool = False
+    model: torch.nn.Module, meta: dict[str, Any], out_path: str | Path, opset: int | None = OPSET,
+    full_check: bool = False, minify: bool = False,
 ) -> Path:
     """Export `model` with the dynamo exporter (dynamic batch, `input` -> `logits`), attach the metadata
-    `load_predictor` reads, check it and save it. Used for float models and quantization-aware ones."""
-    size = int(meta["image_size"])
+    `load_predictor` reads, check it and save it. Used for float models, quantization-aware ones and
+    landmark models (meta `input: landmarks`: input (N, in_features), metadata `input` and `features`)."""
+    landmarks = meta.get("input") == "landmarks"
+    size = 0 if landmarks else int(meta["image_size"])
+    example = torch.rand(2, int(meta["model_options"]["in_features"])) if landmarks else torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         model,
-        (torch.rand(2, 3, size, size),),
+        (example,),
         dynamo=True,
         input_names=[ONNX_INPUT],
         output_names=[ONNX_OUTPUT],
@@ -78,8 +82,13 @@ def save_onnx(
     )
     proto = program.model_proto
     _strip_debug_info(proto)
-    _set_metadata(proto, onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model)))
+    props = onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model))
+    if landmarks:
+        props |= {"input": "landmarks", "features": json.dumps(meta.get("features", {}))}
+    _set_metadata(proto, props)
     proto.producer_name = "asl-tinyml"
+    if minify:  # a final artifact (the quantizer reads node names, so never for its input)
+        minify_onnx(proto)
     onnx.checker.check_model(proto, full_check=full_check)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +96,28 @@ def save_onnx(
     return out_path
 
 
+def minify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop inferred shapes and node names and give internal tensors short names (`t0`, `t1`, ...), in place:
+    a third of a tiny int8 model's bytes, and nothing a runtime reads. The input and output keep their names."""
+    del model.graph.value_info[:]
+    keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output} | {""}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        return name if name in keep else short.setdefault(name, f"t{len(short)}")
+
+    for tensor in model.graph.initializer:
+        tensor.name = rename(tensor.name)
+    for node in model.graph.node:
+        node.name = ""
+        node.input[:] = [rename(x) for x in node.input]
+        node.output[:] = [rename(x) for x in node.output]
+    return model
+
+
 class ImageCalibrationReader(CalibrationDataReader):
-    """ONNX Runtime calibration data: uint8 NHWC images fed as float NCHW batches under `input_name`."""
+    """ONNX Runtime calibration data: uint8 NHWC images fed as float NCHW batches under `input_name`
+    (float32 (N, F) feature rows, e.g. landmark features, are fed as they are)."""
 
     def __init__(self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32) -> None:
         self.images = np.asarray(images)
@@ -98,7 +127,8 @@ class ImageCalibrationReader(CalibrationDataReader):
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(0, len(self.images), self.batch_size):
-            yield {self.input_name: to_float(self.images[i : i + self.batch_size])}
+            batch = self.images[i : i + self.batch_size]
+            yield {self.input_name: to_float(batch) if batch.ndim == 4 else batch.astype(np.float32)}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
@@ -109,19 +139,28 @@ class ImageCalibrationReader(CalibrationDataReader):
         self._it = None
 
 
+def _calibration_chunk(n_batches: int) -> int:
+    """Batches ONNX Runtime's calibrator collects before reducing (memory); not a divisor of `n_batches`,
+    because a last, empty chunk makes it fail with "No data is collected"."""
+    return next(k for k in range(8, 64) if n_batches % k)
+
+
 def quantize_onnx(
     float_onnx: str | Path, out_path: str | Path, calibration_images: np.ndarray, per_channel: bool = True
 ) -> Path:
-    """Static int8 QDQ quantization of a float ONNX model, calibrated (min-max) on uint8 NHWC images.
+    """Static int8 QDQ quantization of a float ONNX model, calibrated (min-max) on uint8 NHWC images
+    (or, for a landmark model, float32 feature rows).
 
     Runs `quant_pre_process` (shape inference + graph optimisation) first, keeps the metadata.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     images = np.asarray(calibration_images)
-    if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
+    features = images.ndim == 2 and images.dtype == np.float32
+    if not (features or (images.ndim == 4 and images.dtype == np.uint8)) or len(images) == 0:
         raise UserError(
-            f"calibration images must be a non-empty uint8 (N, S, S, 3) array, got {images.dtype} {images.shape}"
+            f"calibration data must be non-empty uint8 images (N, S, S, 3) or float32 features (N, F), "
+            f"got {images.dtype} {images.shape}"
         )
     float_onnx, out_path = Path(float_onnx), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +178,11 @@ def quantize_onnx(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            extra_options={"CalibMaxIntermediateOutputs": 8},
+            extra_options={"CalibMaxIntermediateOutputs": _calibration_chunk(-(-len(images) // reader.batch_size))},
         )
     quantized = onnx.load(out_path)
     _strip_debug_info(quantized)
+    minify_onnx(quantized)
     _set_metadata(quantized, props)
     onnx.checker.check_model(quantized)
     onnx.save_model(quantized, out_path)

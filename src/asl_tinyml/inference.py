@@ -25,6 +25,8 @@ META_CLASSES = "classes"
 META_IMAGE_SIZE = "image_size"
 META_MODEL = "model"
 META_PARAMS = "params"
+META_INPUT = "input"  # "landmarks" for a landmark model (absent for pixel models)
+LANDMARK_INPUT = "landmarks"
 
 
 def onnx_metadata(classes: list[str], image_size: int, model_name: str, params: int | None = None) -> dict[str, str]:
@@ -101,6 +103,8 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(threads)  # process-wide in torch
         self.model, meta = load_checkpoint(path)
+        if meta.get("input") == LANDMARK_INPUT:
+            raise UserError(f"{path} is a hand-landmark model; pass it as --landmark-model next to a pixel --model")
         super().__init__(
             path, list(meta["classes"]), int(meta["image_size"]), meta.get("model"),
             count_parameters(self.model), meta, batch_size,
@@ -127,6 +131,8 @@ class OnnxPredictor(Predictor):
         except Exception as exc:  # onnxruntime raises its own InvalidProtobuf/Fail/... types
             raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}); export one with `asl-tinyml export`") from exc
         props = dict(self.session.get_modelmeta().custom_metadata_map)
+        if props.get(META_INPUT) == LANDMARK_INPUT:
+            raise UserError(f"{path} is a hand-landmark model; pass it as --landmark-model next to a pixel --model")
         missing = [k for k in (META_CLASSES, META_IMAGE_SIZE) if k not in props]
         if missing:
             raise UserError(f"{path} lacks ONNX metadata {missing}; export it with `asl-tinyml export`")

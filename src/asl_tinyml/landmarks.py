@@ -29,7 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import UserError
-from .preprocess import Cache, to_rgb
+from .inference import LANDMARK_INPUT
+from .preprocess import Cache, load_splits, to_rgb
 
 LANDMARKS_NAME = "landmarks.npz"
 NUM_LANDMARKS = 21
@@ -414,8 +415,6 @@ class LandmarkData:
 
 def load_landmark_data(run_dir: str | Path, mirror: bool = True) -> LandmarkData:
     """`cache.npz` + `landmarks.npz` + `splits.json` of a run, landmarks canonicalised."""
-    from .preprocess import load_splits
-
     cache = Cache.load(run_dir)
     lm = LandmarkCache.load(run_dir, cache)
     points = canonical_points(lm.landmarks, lm.handedness, mirror)
@@ -559,7 +558,7 @@ def train_landmarks(
     Writes `best.pt` (a `save_checkpoint` file, meta `input: landmarks`), `history.csv` and `metrics.json`
     to `out_dir` (default `run_dir/train/landmark_fastkan`); returns the metrics.
     """
-    from .models import count_parameters, save_checkpoint
+    from .models import count_parameters
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / "landmark_fastkan"
@@ -583,21 +582,60 @@ def train_landmarks(
             str(s): landmark_metrics(data, pred, test[data.sources[test] == s]) for s in np.unique(data.sources[test])
         },
     }
+    save_landmark_model(out_dir, model, data.classes, history, metrics, distances=distances, mirror=mirror, **options)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def save_landmark_model(
+    out_dir: Path, model: nn.Module, classes: list[str], history: list[dict[str, float]], metrics: dict[str, Any],
+    *, distances: bool, mirror: bool, **options: Any,
+) -> Path:
+    """`out_dir/best.pt` (a `save_checkpoint` file with meta `input: landmarks`) and `history.csv`."""
+    from .models import save_checkpoint
+
     hp = {"hidden": options.get("hidden", 24), "num_grids": options.get("num_grids", 6)}
     meta = {
         "model": "landmark_fastkan", "model_options": {"in_features": feature_size(distances), **hp},
-        "classes": data.classes, "image_size": None, "input": "landmarks",
+        "classes": list(classes), "image_size": None, "input": LANDMARK_INPUT,
         "features": {"mirror": mirror, "distances": distances}, "metrics": metrics,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "best.pt", model, meta)
     pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return out_dir / "best.pt"
 
 
-def landmark_loso(
+LANDMARK_STEM = "asl_landmarks"
+
+
+def export_landmark_model(
+    run_dir: str | Path, out_dir: str | Path = "models", checkpoint: str | Path | None = None, n_calibration: int = 500
+) -> dict[str, Path]:
+    """`asl_landmarks.pt`, `.onnx` and `_int8.onnx` (static int8, calibrated on the train split's detected
+    hands) of a run's landmark model (default `RUN/train/landmark_fastkan/best.pt`) into `out_dir`."""
+    import shutil
+
+    from .fusion import LandmarkPredictor, export_landmark_onnx
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = Path(checkpoint) if checkpoint else run_dir / "train" / "landmark_fastkan" / "best.pt"
+    predictor = LandmarkPredictor(checkpoint)
+    features, found = predictor.hands_for_run(run_dir)
+    train = load_splits(run_dir)["train"]
+    rows = train[found[train]]
+    rows = np.random.default_rng(0).choice(rows, size=min(n_calibration, len(rows)), replace=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, out_dir / f"{LANDMARK_STEM}.pt")
+    paths = export_landmark_onnx(
+        checkpoint, out_dir / f"{LANDMARK_STEM}.onnx", out_dir / f"{LANDMARK_STEM}_int8.onnx", features[np.sort(rows)]
+    )
+    return {"pt": out_dir / f"{LANDMARK_STEM}.pt", **paths}
+
+
+def landmark_folds(
     run_dir: str | Path,
+    kind: str = "signer",
     out_dir: str | Path | None = None,
     *,
     distances: bool = True,
@@ -605,34 +643,35 @@ def landmark_loso(
     progress: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Leave one Massey signer out, as `train.leave_one_signer_out` does for pixels: for each signer k, train on
-    the train split plus the other signers (never k), select on val without k, score all of k's images.
-
-    Writes `loso.csv` to `out_dir` (default `run_dir/train/landmark_fastkan-loso`); one dict per signer.
+    """`train.train_folds` for `landmark_fastkan`: per held-out fold (`kind` "signer" or "source") train on
+    the fold's detected hands, select on its val, score all its test images (a missed hand counts as wrong
+    in `end_to_end_accuracy`). Writes `<fold>/best.pt` and `folds.json`/`.csv` to `out_dir`
+    (default `RUN/train/landmark_fastkan-loso[-source]`); one dict per fold.
     """
-    from .train import signer_groups
+    from .preprocess import make_folds
+    from .train import folds_dir, write_folds
 
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / "landmark_fastkan-loso"
+    out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, "landmark_fastkan", kind)
     data = load_landmark_data(run_dir, mirror)
-    signers = signer_groups(data.groups)
-    if len(signers) < 2:
-        raise UserError(
-            f"leave-one-signer-out needs at least two Massey signers in {run_dir / 'cache.npz'}; found {signers}"
-        )
-    massey = np.flatnonzero(np.isin(data.groups, signers))
     results = []
-    for signer in tqdm(signers, desc="loso", unit="signer", disable=not progress, leave=False):
-        held = np.flatnonzero(data.groups == signer)
-        tr = np.setdiff1d(np.union1d(data.splits["train"], massey), held)
-        va = np.setdiff1d(data.splits["val"], held)
+    for fold in tqdm(make_folds(kind, data.labels, data.groups, data.sources, data.splits), desc=f"{kind} folds",
+                     unit="fold", disable=not progress, leave=False):
+        start = time.perf_counter()
         model, history = train_landmark_model(
-            data.points, data.labels, tr[data.found[tr]], va[data.found[va]], num_classes=len(data.classes),
-            distances=distances, **options,
+            data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],
+            num_classes=len(data.classes), distances=distances, **options,
         )
         pred = predict_points(model, data.points, distances)
-        results.append({"signer": signer, "n_train": int(data.found[tr].sum()), "epochs_run": len(history),
-                        **landmark_metrics(data, pred, held)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(results).to_csv(out_dir / "loso.csv", index=False)
+        row = {"fold": fold.name, "kind": kind, "n_train": int(data.found[fold.train].sum()), "epochs_run": len(history),
+               **landmark_metrics(data, pred, fold.test), "train_seconds": round(time.perf_counter() - start, 1)}
+        save_landmark_model(out_dir / fold.name, model, data.classes, history, row, distances=distances, mirror=mirror,
+                            **options)
+        results.append(row)
+    write_folds(results, out_dir)
     return results
+
+
+def landmark_loso(run_dir: str | Path, out_dir: str | Path | None = None, **options: Any) -> list[dict[str, Any]]:
+    """`landmark_folds` over the Massey signers."""
+    return landmark_folds(run_dir, "signer", out_dir, **options)

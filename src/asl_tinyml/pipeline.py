@@ -1,7 +1,8 @@
 """`asl-tinyml pipeline`: every stage in order on the default (or given) data, ending with a report.
 
 merge -> preprocess -> eda -> train (default model, then the baseline) -> evaluate -> compress ->
-export -> bench. Each stage is the same function its CLI subcommand calls; this module only chains
+export -> bench, then (with the `landmarks` extra) MediaPipe landmarks -> landmark_fastkan -> the fused
+int8 predictor. Each stage is the same function its CLI subcommand calls; this module only chains
 them and writes `RUN/report.md`.
 """
 
@@ -72,6 +73,34 @@ def ship_qat_if_needed(compress_rows: list[dict[str, Any]], int8_path: Path) -> 
     return f"quantization-aware fine-tuning (post-training int8 lost more than the tolerance); from {qat['path']}"
 
 
+def landmarks_available() -> bool:
+    """Whether MediaPipe (the `landmarks` extra) is installed: the pipeline then adds the landmark stage."""
+    import importlib.util
+
+    return importlib.util.find_spec("mediapipe") is not None
+
+
+def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path) -> list[str]:
+    """MediaPipe landmarks of every cached image, `landmark_fastkan` trained and exported to int8 next to
+    the pixel model, and the fused int8 predictor scored on the test split; the report's table rows."""
+    from .evaluate import evaluate
+    from .landmarks import build_landmark_cache, export_landmark_model, train_landmarks
+
+    build_landmark_cache(merged, run)
+    lm = train_landmarks(run, seed=cfg.seed)
+    paths = export_landmark_model(run, cfg.models_dir)
+    fused = evaluate(pixel_int8, run, run / "eval" / "fused", landmark_model=paths["onnx_int8"])
+    test = lm["test"]
+    per_source = ", ".join(f"{s} {v['end_to_end_accuracy']:.3f}" for s, v in sorted(lm["test_by_source"].items()))
+    kib = (pixel_int8.stat().st_size + paths["onnx_int8"].stat().st_size) / 1024
+    return [
+        f"| landmark_fastkan (hand found in {test['hand_found']}/{test['images']}; a miss counts as wrong) | "
+        f"{lm['params']:,} | {lm['train_seconds']:.0f} | {lm['epochs_run']} | {test['end_to_end_accuracy']:.4f} | – | – | {per_source} |",
+        _model_row(f"fused int8 ({pixel_int8.name} + {paths['onnx_int8'].name}, {kib:.0f} KiB, weight {fused['fusion_weight']})",
+                   {"params": fused["params"], "train_seconds": 0, "epochs_run": "–"}, fused),
+    ]
+
+
 def run_pipeline(cfg: Config) -> str:
     """Run every stage; writes `RUN/report.md` (and `RUN/metrics.json`) and returns the report text."""
     from .bench import bench, bench_images, write_bench
@@ -118,12 +147,21 @@ def run_pipeline(cfg: Config) -> str:
         rows_bench = bench(bench_models, bench_images(run, cfg.image_size), baseline=baseline_ckpt)
         write_bench(rows_bench, run / "bench")
 
+    landmark_rows: list[str] = []
+    if landmarks_available():
+        with _stage("landmarks + fused", timings):
+            landmark_rows = landmarks_and_fusion(cfg, run, merged, Path(exported["paths"]["onnx_int8"]))
+
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"],
         "n": metrics["n"], "per_source": metrics["per_source"], "artifacts": {k: str(v) for k, v in exported["paths"].items()},
         "bytes": exported["bytes"], "timings": timings,
     }
+    fused_metrics = run / "eval" / "fused" / "metrics.json"
+    if landmark_rows and fused_metrics.exists():
+        fused = json.loads(fused_metrics.read_text())
+        headline["fused"] = {k: fused[k] for k in ("accuracy", "macro_f1", "n", "hand_found", "fusion_weight", "model_bytes")}
     (run / "metrics.json").write_text(json.dumps(headline, indent=2, default=str))
     lines = [
         f"# asl-tinyml run `{run}`",
@@ -140,6 +178,7 @@ def run_pipeline(cfg: Config) -> str:
         "| model | params | train s | epochs | accuracy | macro-F1 | weighted-F1 | accuracy per source |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
+        *landmark_rows,
         *_section(run / "compress" / "compress.md", "Compression"),
         "",
         "## Artifacts",

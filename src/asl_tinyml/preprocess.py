@@ -203,6 +203,72 @@ def load_splits(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.array(payload[k], dtype=np.int64) for k in SPLITS}
 
 
+# --- held-out folds: unseen signers, unseen sources -------------------------------------------------------
+SIGNER_PREFIX = "massey_asl:hand"
+FOLD_KINDS = ("signer", "source")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One held-out evaluation over cache rows: train on `train`, select on `val`, score `test`."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def signer_groups(groups: np.ndarray, prefix: str = SIGNER_PREFIX) -> list[str]:
+    """The Massey signer groups present (`massey_asl:hand1`, ...), sorted."""
+    return sorted({str(g) for g in np.unique(groups) if str(g).startswith(prefix)})
+
+
+def signer_folds(groups: np.ndarray, splits: dict[str, np.ndarray], prefix: str = SIGNER_PREFIX) -> list[Fold]:
+    """Leave one signer out: for signer k, train on the train split plus the other signers (never k),
+    select on the val split without k, test on all of k's images."""
+    groups = np.asarray(groups).astype(str)
+    signers = signer_groups(groups, prefix)
+    if len(signers) < 2:
+        raise UserError(f"leave-one-signer-out needs at least two signers ({prefix}N groups); found {signers}")
+    everyone = np.flatnonzero(np.isin(groups, signers))
+    folds = []
+    for signer in signers:
+        held = np.flatnonzero(groups == signer)
+        folds.append(Fold(
+            signer.split(":")[-1], np.setdiff1d(np.union1d(splits["train"], everyone), held),
+            np.setdiff1d(splits["val"], held), held,
+        ))
+    return folds
+
+
+def source_folds(sources: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray]) -> list[Fold]:
+    """Leave one source out, on the classes the sources share: for source s, train on the other sources'
+    train split, select on their val and test splits (s is the test here), test on s's images of the
+    classes the training sources hold. Sources sharing no class with the others get no fold."""
+    sources, labels = np.asarray(sources).astype(str), np.asarray(labels)
+    names = np.unique(sources)
+    if len(names) < 2:
+        raise UserError(f"leave-one-source-out needs at least two sources; found {names.tolist()}")
+    folds = []
+    for source in names:
+        others = sources != source
+        train = np.intersect1d(splits["train"], np.flatnonzero(others))
+        val = np.intersect1d(np.union1d(splits["val"], splits["test"]), np.flatnonzero(others))
+        test = np.flatnonzero(~others & np.isin(labels, np.unique(labels[train])))
+        if len(train) and len(val) and len(test):
+            folds.append(Fold(str(source), train, val, test))
+    return folds
+
+
+def make_folds(kind: str, labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, splits: dict[str, np.ndarray]) -> list[Fold]:
+    """`signer` or `source` folds of a cache."""
+    if kind == "signer":
+        return signer_folds(groups, splits)
+    if kind == "source":
+        return source_folds(sources, labels, splits)
+    raise UserError(f"unknown fold kind {kind!r}; choose one of {FOLD_KINDS}")
+
+
 @dataclass
 class PreprocessResult:
     cache_path: Path

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .config import Config, UserError
 from .models import count_parameters, create_model, save_checkpoint
-from .preprocess import Cache, load_splits
+from .preprocess import Cache, load_splits, make_folds
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds"]
 AUG_GROUP = 8  # images that share one draw of augmentation parameters (v2 draws once per call)
@@ -344,48 +344,56 @@ def _train(
     return summary
 
 
-# --- leave one signer out ----------------------------------------------------------------------------
-def signer_groups(groups: np.ndarray, prefix: str = "massey_asl:hand") -> list[str]:
-    """The Massey signer groups present (`massey_asl:hand1`, ...), sorted."""
-    return sorted({str(g) for g in np.unique(groups) if str(g).startswith(prefix)})
+# --- held-out folds: unseen signers, unseen sources ----------------------------------------------------------
+FOLD_DIRS = {"signer": "loso", "source": "loso-source"}  # RUN/train/<model>-<suffix>
+FOLDS_NAME = "folds"
 
 
-def leave_one_signer_out(cfg: Config, run_dir: Path, out_dir: Path | None = None, *, progress: bool = True) -> list[dict[str, Any]]:
-    """For each Massey signer k: train on the train split plus the other signers' images (never k's),
-    select on the val split, then score accuracy and macro-F1 on all of k's images.
+def folds_dir(run_dir: Path, model: str, kind: str) -> Path:
+    """Where the fold models and `folds.json` of `model` live: `RUN/train/<model>-loso[-source]`."""
+    return Path(run_dir) / "train" / f"{model}-{FOLD_DIRS[kind]}"
 
-    Writes `out_dir/loso.csv` and `loso.json` (default `run_dir/train/<model>-loso`) and one training folder per signer.
+
+def write_folds(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """`folds.json` and `folds.csv`: one row per held-out fold."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{FOLDS_NAME}.json").write_text(json.dumps(rows, indent=2))
+    with open(out_dir / f"{FOLDS_NAME}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train_folds(
+    cfg: Config, run_dir: Path, kind: str = "signer", out_dir: Path | None = None, *, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Train `cfg.model` once per held-out fold (`kind` "signer": each Massey signer; "source": each source,
+    on the classes the others share), then score accuracy and macro-F1 on the held-out images.
+
+    Writes one training folder per fold plus `folds.json`/`folds.csv` to `out_dir` (default `folds_dir`).
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / f"{cfg.model}-loso"
+    out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, cfg.model, kind)
     cache = Cache.load(run_dir)
-    splits = load_splits(run_dir)
-    signers = signer_groups(cache.groups)
-    if len(signers) < 2:
-        raise UserError(f"leave-one-signer-out needs at least two Massey signers in {run_dir / 'cache.npz'}; found {signers}")
-    massey = np.flatnonzero(np.isin(cache.groups, signers))
+    folds = make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir))
     results: list[dict[str, Any]] = []
-    for signer in signers:
-        held = np.flatnonzero(cache.groups == signer)
-        tr = np.setdiff1d(np.union1d(splits["train"], massey), held)
-        va = np.setdiff1d(splits["val"], held)
-        name = signer.split(":")[-1]
-        summary = train(cfg, run_dir, out_dir / name, train_index=tr, val_index=va, progress=progress)
+    for fold in folds:
+        summary = train(cfg, run_dir, out_dir / fold.name, train_index=fold.train, val_index=fold.val, progress=progress)
         from .models import load_checkpoint  # local: the checkpoint just written
 
         model, _ = load_checkpoint(summary["checkpoint"])
-        x, y = cache_tensors(cache, held)
+        x, y = cache_tensors(cache, fold.test)
         pred = predict_logits(model, x).argmax(1).numpy()
         results.append({
-            "signer": signer, "n_images": int(len(held)), "n_train": int(len(tr)),
+            "fold": fold.name, "kind": kind, "n_images": int(len(fold.test)), "n_train": int(len(fold.train)),
             "accuracy": float(accuracy_score(y.numpy(), pred)),
-            "macro_f1": float(f1_score(y.numpy(), pred, average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(y.numpy(), pred, labels=np.unique(y.numpy()), average="macro", zero_division=0)),
             "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
         })
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "loso.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-    (out_dir / "loso.json").write_text(json.dumps(results, indent=2))
+    write_folds(results, out_dir)
     return results
+
+
+def leave_one_signer_out(cfg: Config, run_dir: Path, out_dir: Path | None = None, *, progress: bool = True) -> list[dict[str, Any]]:
+    """`train_folds` over the Massey signers: train without signer k, test on all of k's images."""
+    return train_folds(cfg, run_dir, "signer", out_dir, progress=progress)
