@@ -158,3 +158,27 @@ def test_cli_evaluate_with_a_landmark_model(run: Path, tmp_path: Path, capsys: p
     assert "weight 0.5): hand found in 20/24 images" in out
     assert main(args + ["--fusion-weight", "2"]) == 2
     assert "fusion weight must lie in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_fused_predict_falls_back_to_pixels_without_a_hand(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("mediapipe")
+    from PIL import Image
+
+    from asl_tinyml.predict import predict_paths
+
+    pixel = trained_checkpoint(tmp_path / "pixel.pt")
+    images, _ = color_images(1, size=48, seed=9)
+    (tmp_path / "photos").mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / "photos" / f"{i}.png")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    lm = run / "train" / "landmark_fastkan" / "best.pt"
+    fused = list(predict_paths([tmp_path / "photos"], pixel, topk=2, landmark_model=lm))
+    alone = list(predict_paths([tmp_path / "photos"], pixel, topk=2))
+    assert [r.get("hand") for r in fused] == [False] * 4 + [None]  # coloured noise has no hand; the text file errs
+    assert [r.get("probs") for r in fused[:4]] == [r["probs"] for r in alone[:4]]  # so the pixel model decides
+    assert "error" in fused[4] and fused[4]["file"].endswith("notes.txt")
+    assert main(["predict", str(tmp_path / "photos"), "--model", str(pixel), "--landmark-model", str(lm)]) == 0
+    assert capsys.readouterr().out.count("[no hand: pixels only]") == 4
+    with pytest.raises(UserError, match="is not a hand-landmark model"):
+        list(predict_paths([tmp_path / "photos"], pixel, landmark_model=pixel))

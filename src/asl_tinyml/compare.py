@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -83,7 +84,12 @@ def ensure_pixel_model(cfg: Config, run: Path, model: str, progress: bool = True
         if not (folds_dir(run, model, kind) / "folds.json").exists():
             train_folds(model_config(cfg, model, folds=True), run, kind, progress=progress)
     int8 = _int8_path(run, model)
-    if not int8.exists():
+    shipped = [run / "compress" / name for name in ("qat_int8.onnx", "int8.onnx")] if model == cfg.model else []
+    shipped = [p for p in shipped if p.exists()]
+    if not int8.exists() and shipped:  # what `compress` made (and the pipeline shipped) for the default model
+        int8.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped[0], int8)
+    elif not int8.exists():
         onnx_path = export_onnx(ckpt, run / COMPARE_DIR / f"{model}.onnx")
         quantize_onnx(onnx_path, int8, calibration_images(run))
 

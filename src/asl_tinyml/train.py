@@ -95,10 +95,12 @@ def augment_batch(x: torch.Tensor, transform: v2.Compose, group: int = AUG_GROUP
     return torch.cat([transform(chunk) for chunk in x.split(group)]).clamp_(0.0, 1.0)
 
 
+PRETRAINED_MODELS = {"efficientnet_lite0"}  # start from ImageNet weights (rebuilt from checkpoints without them)
+
+
 def model_options(name: str, image_size: int) -> dict[str, Any]:
     """Constructor options recorded in the checkpoint: every registered model takes the image side."""
-    del name
-    return {"image_size": int(image_size)}
+    return {"image_size": int(image_size)} | ({"pretrained": True} if name in PRETRAINED_MODELS else {})
 
 
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:

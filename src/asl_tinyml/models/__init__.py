@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import UserError
+from .efficientnet import EfficientNetLite0
 from .fastkan import FastKAN, FastKANLayer
 from .landmark import LandmarkFastKAN
 from .pixels import ConvKAN, PixelFastKAN
@@ -39,6 +40,11 @@ def _convkan(num_classes: int, **options: Any) -> nn.Module:
 @register("landmark_fastkan")
 def _landmark_fastkan(num_classes: int, **options: Any) -> nn.Module:
     return LandmarkFastKAN(num_classes, **options)
+
+
+@register("efficientnet_lite0")
+def _efficientnet_lite0(num_classes: int, **options: Any) -> nn.Module:
+    return EfficientNetLite0(num_classes, **options)
 
 
 def list_models() -> list[str]:
@@ -77,7 +83,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         meta = ckpt["meta"]
-        model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
+        options = dict(meta["model_options"])
+        if "pretrained" in options:  # the checkpoint's weights replace ImageNet ones: never load those again
+            options["pretrained"] = False
+        model = create_model(meta["model"], len(meta["classes"]), **options)
         model.load_state_dict(ckpt["state_dict"])
     except UserError:
         raise
@@ -87,6 +96,6 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
 
 
 __all__ = [
-    "ConvKAN", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "count_parameters", "create_model",
-    "list_models", "load_checkpoint", "register", "save_checkpoint",
+    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "count_parameters",
+    "create_model", "list_models", "load_checkpoint", "register", "save_checkpoint",
 ]
