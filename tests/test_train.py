@@ -194,3 +194,16 @@ def test_torchrun_two_processes_end_with_identical_weights(run: Path, tmp_path: 
     import hashlib
 
     assert hashlib.sha256(digest_input).hexdigest() == ranks[0]["hash"]  # rank 0 saved the shared weights
+
+
+def test_cli_train_passes_model_options_and_rejects_bad_ones(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg_file = tmp_path / "cfg.yaml"
+    tiny_cfg(epochs=1).save(cfg_file)
+    base = ["train", "--run", str(run), "--config", str(cfg_file), "--out", str(tmp_path / "o")]
+    assert main(base + ["--option", "hidden=8", "--option", "channels=[8, 16]"]) == 0
+    meta = torch.load(tmp_path / "o" / "best.pt", weights_only=True)["meta"]
+    assert meta["model_options"]["hidden"] == 8 and meta["model_options"]["channels"] == [8, 16]
+    assert main(base + ["--option", "hidden"]) == 2
+    assert "--option 'hidden' is not KEY=VALUE" in capsys.readouterr().err
+    assert main(base + ["--option", "wings=2"]) == 2
+    assert "model 'convkan' rejected its options" in capsys.readouterr().err

@@ -133,8 +133,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--loso", action="store_true", help="leave-one-signer-out over the Massey signers instead")
     p.add_argument("--loso-source", action="store_true", help="leave-one-source-out (on the classes the sources share) instead")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model constructor option, e.g. input_size=224 for efficientnet_lite0 (repeatable)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow (needs `pip install mlflow`; ./mlruns)")
     p.set_defaults(func=_cmd_train)
+
+
+def _model_options(pairs: list[str]) -> dict[str, object]:
+    """`["input_size=224", "hidden=32"]` -> `{"input_size": 224, "hidden": 32}` (values read as YAML)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {pair!r} is not KEY=VALUE; e.g. --option input_size=224")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -151,7 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 print(f"held-out {kind} {r['fold']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
                       f"({r['n_images']} images)")
         return 0
-    s = train(cfg, args.run, args.out, resume=args.resume, mlflow=args.mlflow)
+    s = train(cfg, args.run, args.out, resume=args.resume, mlflow=args.mlflow, options=_model_options(args.option))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(
             f"{s['model']}: best val macro-F1 {s['best_val_macro_f1']:.4f} at epoch {s['best_epoch']}/{s['epochs_run']}, "

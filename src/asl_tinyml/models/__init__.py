@@ -55,7 +55,10 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     """Build a registered model by name."""
     if name not in _REGISTRY:
         raise UserError(f"unknown model {name!r}; choose one of {list_models()}")
-    return _REGISTRY[name](num_classes, **options)
+    try:
+        return _REGISTRY[name](num_classes, **options)
+    except TypeError as exc:  # an option the constructor does not take
+        raise UserError(f"model {name!r} rejected its options {sorted(options)}: {exc}") from exc
 
 
 def count_parameters(model: nn.Module) -> int:
