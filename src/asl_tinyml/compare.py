@@ -182,7 +182,10 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
             if metrics is None:
                 continue
             parts = [_int8_path(run, pixel), _int8_path(run, LANDMARK)]
-            row |= {"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"], "params": metrics["params"],
+            pixel_params = (_read_json(run / "eval" / pixel / "metrics.json") or {}).get("params")
+            lm_params = (_read_json(run / "train" / LANDMARK / "metrics.json") or {}).get("params")
+            row |= {"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"],
+                    "params": pixel_params + lm_params if pixel_params and lm_params else metrics["params"],
                     "unseen_signer_accuracy": _mean(signer, "accuracy"), "unseen_source_accuracy": _mean(source, "accuracy"),
                     "int8_bytes": sum(p.stat().st_size for p in parts) if all(p.exists() for p in parts) else None}
             if pixel in pixel_ms and lm_ms is not None and lm_seconds is not None:
