@@ -80,7 +80,7 @@ def landmarks_available() -> bool:
     return importlib.util.find_spec("mediapipe") is not None
 
 
-def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path) -> list[str]:
+def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path, pixel_params: int) -> list[str]:
     """MediaPipe landmarks of every cached image, `landmark_fastkan` trained and exported to int8 next to
     the pixel model, and the fused int8 predictor scored on the test split; the report's table rows."""
     from .evaluate import evaluate
@@ -97,7 +97,7 @@ def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path)
         f"| landmark_fastkan (hand found in {test['hand_found']}/{test['images']}; a miss counts as wrong) | "
         f"{lm['params']:,} | {lm['train_seconds']:.0f} | {lm['epochs_run']} | {test['end_to_end_accuracy']:.4f} | – | – | {per_source} |",
         _model_row(f"fused int8 ({pixel_int8.name} + {paths['onnx_int8'].name}, {kib:.0f} KiB, weight {fused['fusion_weight']})",
-                   {"params": fused["params"], "train_seconds": 0, "epochs_run": "–"}, fused),
+                   {"params": pixel_params + lm["params"], "train_seconds": 0, "epochs_run": "–"}, fused),
     ]
 
 
@@ -150,7 +150,7 @@ def run_pipeline(cfg: Config) -> str:
     landmark_rows: list[str] = []
     if landmarks_available():
         with _stage("landmarks + fused", timings):
-            landmark_rows = landmarks_and_fusion(cfg, run, merged, Path(exported["paths"]["onnx_int8"]))
+            landmark_rows = landmarks_and_fusion(cfg, run, merged, Path(exported["paths"]["onnx_int8"]), summary["params"])
 
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],
