@@ -30,6 +30,7 @@ def test_bench_rows_and_files(tmp_path: Path) -> None:
         batch_size=8,
         seconds=0.05,
         threads=1,
+        rounds=2,
     )
     assert [r["name"] for r in rows] == ["baseline", "tiny_int8.onnx"]
     assert [(r["backend"], r["precision"]) for r in rows] == [("pytorch", "float32"), ("onnxruntime", "int8")]
@@ -44,6 +45,15 @@ def test_bench_rows_and_files(tmp_path: Path) -> None:
         assert [row["name"] for row in csv.DictReader(f)] == [r["name"] for r in rows]
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "| tiny_int8.onnx | onnxruntime | int8 |" in md and "p50" in md
+
+
+def test_rounds_are_reduced_to_their_median() -> None:
+    from asl_tinyml.bench import _median
+
+    rounds = [{"p50_ms": 1.0, "throughput_ips": 900.0, "model_name": "convkan", "params": 7},
+              {"p50_ms": 9.0, "throughput_ips": 100.0, "model_name": "convkan", "params": 7},
+              {"p50_ms": 2.0, "throughput_ips": 1000.0, "model_name": "convkan", "params": 7}]
+    assert _median(rounds) == {"p50_ms": 2.0, "throughput_ips": 900.0, "model_name": "convkan", "params": 7}
 
 
 def test_bench_images_fall_back_to_random_and_bad_input_is_an_error(tmp_path: Path) -> None:

@@ -153,9 +153,9 @@ def test_onnx_round_trip_matches_pytorch(tmp_path) -> None:
     meta = {"model": "efficientnet_lite0", "model_options": {"image_size": 64, "pretrained": False},
             "classes": [f"c{i}" for i in range(37)], "image_size": 64}
     path = save_onnx(model, meta, tmp_path / "m.onnx")
-    x = torch.rand(3, 3, 64, 64)
+    images = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)  # the export takes uint8 NHWC
     with torch.no_grad():
-        expected = model(x).numpy()
+        expected = model(images.permute(0, 3, 1, 2).float() / 255).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    (got,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

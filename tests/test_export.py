@@ -54,8 +54,9 @@ def test_float_onnx_has_opset_metadata_and_dynamic_batch(exported: dict[str, Pat
     assert props["model"] == "convkan"
     session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input"] and session.get_outputs()[0].name == "logits"
+    assert session.get_inputs()[0].type == "tensor(uint8)" and props["input"] == "uint8_nhwc"  # camera layout
     for n in (1, 7):
-        out = session.run(None, {"input": np.random.rand(n, 3, SIZE, SIZE).astype(np.float32)})[0]
+        out = session.run(None, {"input": np.random.randint(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)})[0]
         assert out.shape == (n, len(CLASSES))
 
 

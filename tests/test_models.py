@@ -75,6 +75,22 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
         assert torch.equal(model(x), loaded(x))
 
 
+def test_checkpoints_record_the_architecture_and_older_ones_still_load(tmp_path) -> None:
+    from asl_tinyml.models.pixels import CONVKAN_V1
+
+    meta = {"model": "convkan", "model_options": {"image_size": 32}, "classes": list("abc"), "image_size": 32}
+    save_checkpoint(tmp_path / "new.pt", create_model("convkan", 3), meta)
+    options = torch.load(tmp_path / "new.pt", weights_only=True)["meta"]["model_options"]
+    assert options["pool_first"] is True and options["channels"] == [16, 48, 96, 192] and options["image_size"] == 32
+    # a checkpoint written before options were recorded: the v1 layers, only `image_size` in its options
+    old = create_model("convkan", 3, **CONVKAN_V1).eval()
+    torch.save({"meta": meta, "state_dict": old.state_dict()}, tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old(x), loaded(x))
+
+
 def test_checkpoint_errors_are_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -7,6 +7,8 @@ memory and thread pools never colour another's figures:
   one thread; p50/p95 over `runs` calls after `warmup` calls; `model_p50_ms` the model call alone;
 - throughput: batches of `batch_size` with every core (`os.cpu_count()` threads), images per second,
   end to end and for the model alone (`model_throughput_ips`);
+- rounds: every model is measured `rounds` times, round-robin (each round measures all of them once), and
+  each figure is the median over rounds, so a burst of load on a shared machine moves no single row;
 - memory: the process's peak resident set (`VmHWM` in /proc/self/status), and how much of it came after
   importing the runtime (`rss_increase_mb`: the model, its session and the buffers of running it).
 """
@@ -116,35 +118,34 @@ def _measure(
     """In a fresh process: latency (1 thread), throughput (`threads`), memory of one model file.
 
     Each speed is taken end to end (uint8 NHWC in, probabilities out: `predict_proba`) and for the model
-    alone (a float NCHW batch prepared beforehand, logits out), so the shared pre/post-processing is
-    visible and the runtimes are compared on the same work.
+    alone (its input prepared beforehand: float NCHW, or uint8 NHWC for an export that scales in-graph;
+    logits out), so the pre/post-processing outside the model is visible.
     """
     if path.endswith(".pt"):
         import torch  # noqa: F401  (the runtime's own memory is the baseline)
     else:
         import onnxruntime  # noqa: F401
     from .inference import load_predictor
-    from .preprocess import to_float
 
     rss0 = _rss_mb()
     single = load_predictor(path, threads=1)
-    floats = [to_float(images[i : i + 1]) for i in range(min(len(images), 64))]
+    prepared = [single._prepare(images[i : i + 1]) for i in range(min(len(images), 64))]  # noqa: SLF001
     for i in range(warmup):
         single.predict_proba(images[i % len(images)])
-        single._logits(floats[i % len(floats)])  # noqa: SLF001  (the model call alone)
+        single._logits(prepared[i % len(prepared)])  # noqa: SLF001  (the model call alone)
     times, model_times = [], []
     for i in range(runs):
         t0 = time.perf_counter()
         single.predict_proba(images[i % len(images)])
         t1 = time.perf_counter()
-        single._logits(floats[i % len(floats)])  # noqa: SLF001
+        single._logits(prepared[i % len(prepared)])  # noqa: SLF001
         times.append((t1 - t0) * 1000)
         model_times.append((time.perf_counter() - t1) * 1000)
     del single
     batched = load_predictor(path, threads=threads, batch_size=batch_size)
     batches = [images[i : i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)] or [images]
     throughput = _rate(batched.predict_proba, batches, seconds)
-    model_throughput = _rate(batched._logits, [to_float(b) for b in batches[:4]], seconds)  # noqa: SLF001
+    model_throughput = _rate(batched._logits, [batched._prepare(b) for b in batches[:4]], seconds)  # noqa: SLF001
     times.sort()
     model_times.sort()
     return {
@@ -159,6 +160,15 @@ def _measure(
         "peak_rss_mb": _peak_rss_mb(),
         "rss_increase_mb": _peak_rss_mb() - rss0,
     }
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figure by figure, the median of one model's rounds (non-numbers from the first)."""
+    out = dict(results[0])
+    for key, value in out.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in results)
+    return out
 
 
 def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +206,7 @@ def bench(
     seconds: float = 3.0,
     threads: int | None = None,
     calibration: np.ndarray | None = None,
+    rounds: int = 3,
 ) -> list[dict[str, Any]]:
     """Benchmark model files (a lone `.pt` checkpoint also gets its float/int8 ONNX exports) and an
     optional `baseline` checkpoint in one run; write `bench.csv`/`bench.md` to `out_dir` when given.
@@ -219,33 +230,21 @@ def bench(
         paths = derive_models(paths[0], target, calibration if calibration is not None else images[:300])
     threads = threads or os.cpu_count() or 1
     entries = ([("baseline", Path(baseline))] if baseline else []) + [(p.name, p) for p in paths]
-    rows: list[dict[str, Any]] = []
+    measured: list[list[dict[str, Any]]] = [[] for _ in entries]
     with tempfile.TemporaryDirectory(prefix="asl-bench-") as work:
         np.save(Path(work) / "images.npy", images)
-        for name, path in tqdm(entries, desc="bench", unit="model", leave=False):
-            backend, precision = _describe(path)
-            spec = {
-                "path": str(path),
-                "images": str(Path(work) / "images.npy"),
-                "runs": runs,
-                "warmup": warmup,
-                "batch_size": batch_size,
-                "seconds": seconds,
-                "threads": threads,
-            }
-            measured = _run_worker(spec)
-            rows.append(
-                {
-                    "name": name,
-                    "backend": backend,
-                    "precision": precision,
-                    "bytes": path.stat().st_size,
-                    "batch_size": batch_size,
-                    "threads_batch": threads,
-                    "model": str(path),
-                    **measured,
-                }
-            )
+        spec = {"images": str(Path(work) / "images.npy"), "runs": runs, "warmup": warmup, "batch_size": batch_size,
+                "seconds": seconds, "threads": threads}
+        todo = [(i, path) for _ in range(max(1, rounds)) for i, (_, path) in enumerate(entries)]  # round-robin
+        for i, path in tqdm(todo, desc="bench", unit="model", leave=False):
+            measured[i].append(_run_worker({**spec, "path": str(path)}))
+    rows: list[dict[str, Any]] = []
+    for (name, path), results in zip(entries, measured):
+        backend, precision = _describe(path)
+        rows.append({
+            "name": name, "backend": backend, "precision": precision, "bytes": path.stat().st_size,
+            "batch_size": batch_size, "threads_batch": threads, "model": str(path), **_median(results),
+        })
     base = rows[0] if baseline else None
     for row in rows:
         row["throughput_vs_baseline"] = row["throughput_ips"] / base["throughput_ips"] if base else None

@@ -313,6 +313,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=300, help="single-image calls timed per model (default: 300)")
     p.add_argument("--batch-size", type=int, default=64, help="batch for the throughput test (default: 64)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds of batched inference per model (default: 3)")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin repeats; each figure is their median (default: 3)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=_cmd_bench)
 
@@ -331,7 +332,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = args.out or (args.run / "bench" if args.run else Path("bench"))
     rows = bench(
         models, bench_images(args.run, size), baseline=args.baseline, out_dir=out, runs=args.runs,
-        batch_size=args.batch_size, seconds=args.seconds,
+        batch_size=args.batch_size, seconds=args.seconds, rounds=args.rounds,
     )
     print(json.dumps(rows, indent=2) if args.json else (out / "bench.md").read_text())
     return 0

@@ -2,6 +2,8 @@
 
 - `export_onnx`: `torch.onnx.export` at opset 18 with a dynamic batch axis and the metadata
   (`classes`, `image_size`, `model`) that `inference.load_predictor` reads, checked by `onnx.checker`.
+  Pixel models take uint8 NHWC images (N, S, S, 3) as a camera gives them: the NCHW transpose and
+  the scaling to [0, 1] run inside the graph (no float copy of the batch in Python).
 - `quantize_onnx`: ONNX Runtime's static post-training quantization (QDQ, per-channel int8 weights,
   uint8 activations) calibrated on a few hundred training images.
 - `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
@@ -27,7 +29,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from .config import UserError
-from .inference import ONNX_INPUT, ONNX_OUTPUT, load_predictor, onnx_metadata
+from .inference import META_INPUT, ONNX_INPUT, ONNX_OUTPUT, UINT8_INPUT, load_predictor, onnx_metadata
 from .models import count_parameters, load_checkpoint
 from .preprocess import Cache, load_splits, to_float
 
@@ -52,8 +54,20 @@ def _strip_debug_info(model: onnx.ModelProto) -> None:
         node.doc_string = ""
 
 
+class Uint8Input(torch.nn.Module):
+    """`model` behind uint8 NHWC input: transpose to NCHW and scale to [0, 1] as the first graph ops."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training  # a wrapper, not a mode switch: the caller's mode is exported
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.permute(0, 3, 1, 2).float() * (1.0 / 255.0))
+
+
 def export_onnx(checkpoint: str | Path, out_path: str | Path, opset: int = OPSET) -> Path:
-    """Checkpoint -> float32 ONNX (input `input` NCHW [0, 1], output `logits`, dynamic batch) with metadata."""
+    """Checkpoint -> float32 ONNX (input `input` uint8 NHWC, output `logits`, dynamic batch) with metadata."""
     model, meta = load_checkpoint(checkpoint)
     return save_onnx(model, meta, out_path, opset=opset, full_check=True)
 
@@ -63,11 +77,16 @@ def save_onnx(
     full_check: bool = False, minify: bool = False,
 ) -> Path:
     """Export `model` with the dynamo exporter (dynamic batch, `input` -> `logits`), attach the metadata
-    `load_predictor` reads, check it and save it. Used for float models, quantization-aware ones and
-    landmark models (meta `input: landmarks`: input (N, in_features), metadata `input` and `features`)."""
+    `load_predictor` reads, check it and save it. Used for float models, quantization-aware ones (pixel
+    models: input uint8 NHWC, see `Uint8Input`) and landmark models (meta `input: landmarks`: input
+    (N, in_features), metadata `input` and `features`)."""
     landmarks = meta.get("input") == "landmarks"
     size = 0 if landmarks else int(meta["image_size"])
-    example = torch.rand(2, int(meta["model_options"]["in_features"])) if landmarks else torch.rand(2, 3, size, size)
+    if landmarks:
+        example = torch.rand(2, int(meta["model_options"]["in_features"]))
+    else:
+        model = Uint8Input(model)
+        example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         model,
@@ -84,7 +103,9 @@ def save_onnx(
     _strip_debug_info(proto)
     props = onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model))
     if landmarks:
-        props |= {"input": "landmarks", "features": json.dumps(meta.get("features", {}))}
+        props |= {META_INPUT: "landmarks", "features": json.dumps(meta.get("features", {}))}
+    else:
+        props[META_INPUT] = UINT8_INPUT
     _set_metadata(proto, props)
     proto.producer_name = "asl-tinyml"
     if minify:  # a final artifact (the quantizer reads node names, so never for its input)
@@ -116,19 +137,23 @@ def minify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 class ImageCalibrationReader(CalibrationDataReader):
-    """ONNX Runtime calibration data: uint8 NHWC images fed as float NCHW batches under `input_name`
-    (float32 (N, F) feature rows, e.g. landmark features, are fed as they are)."""
+    """ONNX Runtime calibration data: uint8 NHWC images fed under `input_name` as they are (`raw`, a model
+    that scales in-graph) or as float NCHW batches; float32 (N, F) feature rows (landmarks) as they are."""
 
-    def __init__(self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32) -> None:
+    def __init__(self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32, raw: bool = True) -> None:
         self.images = np.asarray(images)
         self.input_name = input_name
         self.batch_size = batch_size
+        self.raw = raw
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(0, len(self.images), self.batch_size):
             batch = self.images[i : i + self.batch_size]
-            yield {self.input_name: to_float(batch) if batch.ndim == 4 else batch.astype(np.float32)}
+            if batch.ndim == 4:
+                yield {self.input_name: np.ascontiguousarray(batch) if self.raw else to_float(batch)}
+            else:
+                yield {self.input_name: batch.astype(np.float32)}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
@@ -166,7 +191,8 @@ def quantize_onnx(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     source = onnx.load(float_onnx)
     props = {p.key: p.value for p in source.metadata_props}
-    reader = ImageCalibrationReader(images)
+    raw = source.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    reader = ImageCalibrationReader(images, raw=raw)
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(float_onnx), str(prepped), skip_symbolic_shape=True)

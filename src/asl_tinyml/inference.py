@@ -2,6 +2,8 @@
 
 Both take the uint8 NHWC images that `preprocess.load_image` and `Cache.images` produce and return
 softmax probabilities, so evaluation, prediction and benchmarks never care which kind they hold.
+ONNX exports take those uint8 NHWC images as they are (the scaling to [0, 1] and the NCHW transpose are
+in the graph); older exports with a float NCHW input still load.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ META_CLASSES = "classes"
 META_IMAGE_SIZE = "image_size"
 META_MODEL = "model"
 META_PARAMS = "params"
-META_INPUT = "input"  # "landmarks" for a landmark model (absent for pixel models)
+META_INPUT = "input"  # "landmarks" for a landmark model; "uint8_nhwc" for a pixel model (absent: float NCHW)
 LANDMARK_INPUT = "landmarks"
+UINT8_INPUT = "uint8_nhwc"
 
 
 def onnx_metadata(classes: list[str], image_size: int, model_name: str, params: int | None = None) -> dict[str, str]:
@@ -54,9 +57,13 @@ class Predictor(ABC):
         self.meta = meta
         self.batch_size = batch_size
 
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> what `_logits` takes (float32 NCHW in [0, 1], unless the model scales in-graph)."""
+        return to_float(images)
+
     @abstractmethod
     def _logits(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW in [0, 1] -> logits (N, C)."""
+        """A `_prepare`d batch -> logits (N, C)."""
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -77,7 +84,7 @@ class Predictor(ABC):
         images = self._check(images)
         starts = range(0, len(images), self.batch_size)
         out = [
-            softmax(self._logits(to_float(images[i : i + self.batch_size])).astype(np.float64), axis=1)
+            softmax(self._logits(self._prepare(images[i : i + self.batch_size])).astype(np.float64), axis=1)
             for i in tqdm(starts, desc="predict", unit="batch", leave=False, disable=not progress or len(starts) < 2)
         ]
         if not out:
@@ -142,10 +149,11 @@ class OnnxPredictor(Predictor):
         except (ValueError, TypeError) as exc:
             raise UserError(f"{path} has unreadable ONNX metadata ({exc}); re-export it with `asl-tinyml export`") from exc
         self.input = self.session.get_inputs()[0]
-        expected = [3, image_size, image_size]
+        self.uint8_input = self.input.type == "tensor(uint8)"
+        expected = [image_size, image_size, 3] if self.uint8_input else [3, image_size, image_size]
         if len(self.input.shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(self.input.shape[1:], expected)):
             raise UserError(
-                f"{path} takes input of shape {self.input.shape}, not (N, 3, {image_size}, {image_size}) as its "
+                f"{path} takes input of shape {self.input.shape}, not (N, {', '.join(map(str, expected))}) as its "
                 "metadata says; re-export it with `asl-tinyml export`"
             )
         params = int(props[META_PARAMS]) if props.get(META_PARAMS, "").isdigit() else None
@@ -153,6 +161,9 @@ class OnnxPredictor(Predictor):
         n_out = self.session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(classes):
             raise UserError(f"{path} outputs {n_out} logits but its metadata lists {len(classes)} classes; re-export it")
+
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(images) if self.uint8_input else to_float(images)
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input.name: batch})[0]

@@ -144,7 +144,7 @@ def run_pipeline(cfg: Config) -> str:
     with _stage("bench", timings):
         paths = exported["paths"]
         bench_models = [paths[k] for k in ("pt", "onnx", "onnx_int8") if k in paths]
-        rows_bench = bench(bench_models, bench_images(run, cfg.image_size), baseline=baseline_ckpt)
+        rows_bench = bench(bench_models, bench_images(run, cfg.image_size), baseline=baseline_ckpt, rounds=1 if cfg.quick else 3)
         write_bench(rows_bench, run / "bench")
 
     landmark_rows: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ from ..config import UserError
 from .efficientnet import EfficientNetLite0
 from .fastkan import FastKAN, FastKANLayer
 from .landmark import LandmarkFastKAN
-from .pixels import ConvKAN, PixelFastKAN
+from .pixels import CONVKAN_V1, ConvKAN, PixelFastKAN
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -61,6 +62,16 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
         raise UserError(f"model {name!r} rejected its options {sorted(options)}: {exc}") from exc
 
 
+def architecture_options(name: str) -> dict[str, Any]:
+    """The constructor defaults that shape `name`'s layers, to record in a checkpoint: a later change of
+    defaults then never breaks loading it (only `convkan` has such defaults today)."""
+    if name != "convkan":
+        return {}
+    params = inspect.signature(ConvKAN.__init__).parameters
+    return {k: list(v.default) if isinstance(v.default, tuple) else v.default
+            for k, v in params.items() if k not in ("self", "num_classes", "image_size")}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -68,11 +79,13 @@ def count_parameters(model: nn.Module) -> int:
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **extra: Any) -> None:
     """Save weights with everything needed to rebuild and feed the model; loadable with weights_only=True.
 
-    `meta` holds at least `model` (registry name), `model_options`, `classes` and `image_size`.
+    `meta` holds at least `model` (registry name), `model_options`, `classes` and `image_size`; the
+    options are completed with the architecture defaults the model was built with (`architecture_options`).
     """
     missing = {"model", "model_options", "classes", "image_size"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint meta lacks {sorted(missing)}")
+    meta = {**meta, "model_options": architecture_options(str(meta["model"])) | dict(meta["model_options"])}
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"meta": meta, "state_dict": model.state_dict(), **extra}, path)
@@ -89,6 +102,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
         options = dict(meta["model_options"])
         if "pretrained" in options:  # the checkpoint's weights replace ImageNet ones: never load those again
             options["pretrained"] = False
+        if meta["model"] == "convkan" and "pool_first" not in options:  # written before options were recorded
+            options = {**CONVKAN_V1, **options}
         model = create_model(meta["model"], len(meta["classes"]), **options)
         model.load_state_dict(ckpt["state_dict"])
     except UserError:
@@ -99,6 +114,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
 
 
 __all__ = [
-    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "count_parameters",
+    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "architecture_options",
+    "count_parameters",
     "create_model", "list_models", "load_checkpoint", "register", "save_checkpoint",
 ]
