@@ -350,9 +350,10 @@ def write_bench(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, 
         "Latency: one image per call on one thread; throughput: batches of "
         f"{rows[0]['batch_size'] if rows else '-'} on {rows[0]['threads_batch'] if rows else '-'} threads. "
         "Plain columns are end to end (uint8 NHWC in, probabilities out, as `predict` runs); `model` columns "
-        "time the runtime alone on a float NCHW batch prepared beforehand. Memory: peak resident set of a "
-        "fresh process per model, and its increase after importing the runtime. Other processes share the "
-        "cores (see the load): compare rows of one run, not runs.",
+        "time the runtime alone on its input prepared beforehand (float NCHW for PyTorch; the ONNX exports take "
+        "uint8 NHWC and scale in-graph). Each figure is the median of the rounds, run round-robin. Memory: "
+        "peak resident set of a fresh process per model, and its increase after importing the runtime. Other "
+        "processes share the cores (see the load): compare rows of one run, not runs.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
