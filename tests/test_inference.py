@@ -83,10 +83,11 @@ def test_onnx_predictor_matches_torch(models: tuple[Path, Path]) -> None:
     assert onnx_pred.predict_proba(x[:0]).shape == (0, 4)
 
 
-def test_uint8_export_and_older_float_export_give_the_same_probabilities(models: tuple[Path, Path], tmp_path: Path) -> None:
+def test_uint8_export_and_older_float_export_agree(models: tuple[Path, Path], tmp_path: Path) -> None:
     from asl_tinyml.export import export_onnx as export_uint8
 
-    new, old = load_predictor(export_uint8(models[0], tmp_path / "u8.onnx"), threads=1), load_predictor(models[1], threads=1)
+    new = load_predictor(export_uint8(models[0], tmp_path / "u8.onnx"), threads=1)
+    old = load_predictor(models[1], threads=1)
     assert new.uint8_input and not old.uint8_input
     x = images(40, seed=2)
     assert new._prepare(x).dtype == np.uint8 and old._prepare(x).dtype == np.float32  # noqa: SLF001

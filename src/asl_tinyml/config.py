@@ -75,6 +75,7 @@ class Config:
     baseline_epochs: int = 15
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
     finetune_epochs: int = 3
+    bench_rounds: int = 3  # round-robin repeats of every benchmark; each figure is their median
     # compare: held-out folds and the transfer-learning model
     fold_epochs: int = 40  # at most this many epochs per leave-one-signer/source-out fold
     transfer_epochs: int = 10  # efficientnet_lite0 fine-tuning
@@ -107,6 +108,6 @@ class Config:
         """A small, fast slice for smoke tests and the notebook's quick mode."""
         return self.replace(
             quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2),
-            baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1,
+            baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1, bench_rounds=1,
             fold_epochs=min(self.fold_epochs, 2), transfer_epochs=min(self.transfer_epochs, 1),
         )

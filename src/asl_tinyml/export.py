@@ -140,7 +140,9 @@ class ImageCalibrationReader(CalibrationDataReader):
     """ONNX Runtime calibration data: uint8 NHWC images fed under `input_name` as they are (`raw`, a model
     that scales in-graph) or as float NCHW batches; float32 (N, F) feature rows (landmarks) as they are."""
 
-    def __init__(self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32, raw: bool = True) -> None:
+    def __init__(
+        self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32, raw: bool = True
+    ) -> None:
         self.images = np.asarray(images)
         self.input_name = input_name
         self.batch_size = batch_size

@@ -144,13 +144,15 @@ def run_pipeline(cfg: Config) -> str:
     with _stage("bench", timings):
         paths = exported["paths"]
         bench_models = [paths[k] for k in ("pt", "onnx", "onnx_int8") if k in paths]
-        rows_bench = bench(bench_models, bench_images(run, cfg.image_size), baseline=baseline_ckpt, rounds=1 if cfg.quick else 3)
+        images = bench_images(run, cfg.image_size)
+        rows_bench = bench(bench_models, images, baseline=baseline_ckpt, rounds=cfg.bench_rounds)
         write_bench(rows_bench, run / "bench")
 
     landmark_rows: list[str] = []
     if landmarks_available():
         with _stage("landmarks + fused", timings):
-            landmark_rows = landmarks_and_fusion(cfg, run, merged, Path(exported["paths"]["onnx_int8"]), summary["params"])
+            pixel_int8 = Path(exported["paths"]["onnx_int8"])
+            landmark_rows = landmarks_and_fusion(cfg, run, merged, pixel_int8, summary["params"])
 
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],

@@ -28,24 +28,12 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
     return wrap
 
 
-@register("fastkan")
-def _fastkan(num_classes: int, **options: Any) -> nn.Module:
-    return PixelFastKAN(num_classes, **options)
-
-
-@register("convkan")
-def _convkan(num_classes: int, **options: Any) -> nn.Module:
-    return ConvKAN(num_classes, **options)
-
-
-@register("landmark_fastkan")
-def _landmark_fastkan(num_classes: int, **options: Any) -> nn.Module:
-    return LandmarkFastKAN(num_classes, **options)
-
-
-@register("efficientnet_lite0")
-def _efficientnet_lite0(num_classes: int, **options: Any) -> nn.Module:
-    return EfficientNetLite0(num_classes, **options)
+# Constructors are registered as they are, so their signatures hold the defaults `architecture_options` records.
+register("fastkan")(PixelFastKAN)
+register("convkan")(ConvKAN)
+register("landmark_fastkan")(LandmarkFastKAN)
+register("efficientnet_lite0")(EfficientNetLite0)
+LEGACY_OPTIONS: dict[str, dict[str, Any]] = {"convkan": CONVKAN_V1}  # defaults of checkpoints that did not record them
 
 
 def list_models() -> list[str]:
@@ -63,13 +51,11 @@ def create_model(name: str, num_classes: int, **options: Any) -> nn.Module:
 
 
 def architecture_options(name: str) -> dict[str, Any]:
-    """The constructor defaults that shape `name`'s layers, to record in a checkpoint: a later change of
-    defaults then never breaks loading it (only `convkan` has such defaults today)."""
-    if name != "convkan":
-        return {}
-    params = inspect.signature(ConvKAN.__init__).parameters
+    """The constructor defaults of a registered model (but the class count and image side), recorded in
+    every checkpoint so that a later change of defaults never changes what an old checkpoint rebuilds."""
+    params = inspect.signature(_REGISTRY[name]).parameters
     return {k: list(v.default) if isinstance(v.default, tuple) else v.default
-            for k, v in params.items() if k not in ("self", "num_classes", "image_size")}
+            for k, v in params.items() if k not in ("num_classes", "image_size") and v.default is not v.empty}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -85,7 +71,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **
     missing = {"model", "model_options", "classes", "image_size"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint meta lacks {sorted(missing)}")
-    meta = {**meta, "model_options": architecture_options(str(meta["model"])) | dict(meta["model_options"])}
+    if meta["model"] in _REGISTRY:
+        meta = {**meta, "model_options": architecture_options(str(meta["model"])) | dict(meta["model_options"])}
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"meta": meta, "state_dict": model.state_dict(), **extra}, path)
@@ -102,8 +89,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
         options = dict(meta["model_options"])
         if "pretrained" in options:  # the checkpoint's weights replace ImageNet ones: never load those again
             options["pretrained"] = False
-        if meta["model"] == "convkan" and "pool_first" not in options:  # written before options were recorded
-            options = {**CONVKAN_V1, **options}
+        if meta["model"] in _REGISTRY and not set(architecture_options(meta["model"])) <= set(options):
+            options = LEGACY_OPTIONS.get(meta["model"], {}) | options  # saved before options were recorded
         model = create_model(meta["model"], len(meta["classes"]), **options)
         model.load_state_dict(ckpt["state_dict"])
     except UserError:
@@ -114,7 +101,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
 
 
 __all__ = [
-    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN", "architecture_options",
-    "count_parameters",
-    "create_model", "list_models", "load_checkpoint", "register", "save_checkpoint",
+    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN",
+    "architecture_options", "count_parameters", "create_model", "list_models", "load_checkpoint", "register",
+    "save_checkpoint",
 ]

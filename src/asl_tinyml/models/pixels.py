@@ -19,15 +19,14 @@ class PixelFastKAN(nn.Module):
         return self.kan(x.flatten(1))
 
 
-def _dw_block(c_in: int, c_out: int, pool: bool = True, pool_first: bool = False, strided: bool = False) -> nn.Sequential:
+def _dw_block(c_in: int, c_out: int, pool: bool = True, pool_first: bool = False) -> nn.Sequential:
     """Depthwise 3x3 + pointwise 1x1 conv, BN and ReLU after each, then (optionally) 2x2 max-pool;
-    `pool_first` pools between the two convs, so the pointwise conv runs on a quarter of the pixels;
-    `strided` downsamples with a stride-2 depthwise conv instead of the pool."""
-    stride = 2 if pool and strided else 1
-    depthwise = [nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False), nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)]
-    pointwise = [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-    pooling = [nn.MaxPool2d(2)] if pool and not strided else []
-    return nn.Sequential(*depthwise, *pooling, *pointwise) if pool_first else nn.Sequential(*depthwise, *pointwise, *pooling)
+    `pool_first` pools between the two convs, so the pointwise conv runs on a quarter of the pixels."""
+    depthwise = [nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.BatchNorm2d(c_in), nn.ReLU(True)]
+    pointwise = [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+    pooling = [nn.MaxPool2d(2)] if pool else []
+    layers = [*depthwise, *pooling, *pointwise] if pool_first else [*depthwise, *pointwise, *pooling]
+    return nn.Sequential(*layers)
 
 
 class _Residual(nn.Module):
@@ -66,20 +65,17 @@ class ConvKAN(nn.Module):
         stem_stride: int = 2,
         stem_pool: bool = False,
         pool_first: bool = True,
-        strided: bool = False,
-        stem_kernel: int = 3,
     ) -> None:
         super().__init__()
         del image_size  # global average pooling makes the stem size-agnostic; accepted like every model
-        kernel = stem_kernel if stem_stride <= 2 else stem_stride  # stride > 2: non-overlapping patches
-        pad = (kernel - 1) // 2 if kernel > stem_stride else 0
+        kernel, pad = (3, 1) if stem_stride <= 2 else (stem_stride, 0)  # stride > 2: non-overlapping patches
         stem = [
             nn.Conv2d(3, channels[0], kernel, stride=stem_stride, padding=pad, bias=False),
             nn.BatchNorm2d(channels[0]),
             nn.ReLU(inplace=True),
             *([nn.MaxPool2d(2)] if stem_pool else []),
         ]
-        blocks = [_dw_block(a, b, pool_first=pool_first, strided=strided) for a, b in zip(channels[:-1], channels[1:])]
+        blocks = [_dw_block(a, b, pool_first=pool_first) for a, b in zip(channels[:-1], channels[1:])]
         blocks += [_Residual(_dw_block(channels[-1], channels[-1], pool=False)) for _ in range(tail_blocks)]
         self.features = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.dropout = nn.Dropout(dropout)
