@@ -13,10 +13,12 @@ import pytest
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
 from asl_tinyml.export import (
+    FLOAT_CONVS,
     FLOAT_TOLERANCE,
     compare_models,
     export_all,
     export_onnx,
+    fold_input_scale,
     quantize_onnx,
     tflite_available,
     write_c_array,
@@ -70,6 +72,59 @@ def test_int8_onnx_is_smaller_quantized_and_agrees(exported: dict[str, Path]) ->
     check = compare_models(exported["ckpt"], exported["int8"], images)
     assert check["argmax_agreement"] >= 0.95
     assert (predictor.predict(images) == labels).mean() >= 0.95
+
+
+def test_input_scaling_is_folded_into_the_first_conv(exported: dict[str, Path]) -> None:
+    graph = onnx.load(exported["onnx"]).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    first = next(n for n in graph.node if n.op_type == "Conv")
+    assert producer[first.input[0]].op_type == "Cast"  # uint8 -> float feeds the stem directly: no Mul by 1/255
+    # (the float export still matches PyTorch within FLOAT_TOLERANCE: test above)
+
+
+def test_fold_input_scale_keeps_the_outputs() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "c"], ["xs"]), helper.make_node("Conv", ["xs", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [numpy_helper.from_array(np.array(1 / 255, np.float32), "c"), numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.integers(0, 256, (1, 3, 5, 5)).astype(np.float32)
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    before = run(model)
+    assert fold_input_scale(model) and [n.op_type for n in model.graph.node] == ["Conv"]
+    assert [i.name for i in model.graph.initializer] == ["w"]  # the scale constant is gone too
+    np.testing.assert_allclose(run(model), before, rtol=1e-5, atol=1e-5)
+    assert not fold_input_scale(model)  # nothing left to fold
+
+
+def _quantized_convs(path: Path) -> list[bool]:
+    """For each Conv of a QDQ graph, in order: does its weight come through a DequantizeLinear?"""
+    graph = onnx.load(path).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.input[1] in dq_outputs for n in graph.node if n.op_type == "Conv"]
+
+
+def test_int8_keeps_the_first_convs_float_unless_told(exported: dict[str, Path], tmp_path: Path) -> None:
+    mixed = _quantized_convs(exported["int8"])
+    assert mixed[:FLOAT_CONVS] == [False] * FLOAT_CONVS and all(mixed[FLOAT_CONVS:]) and len(mixed) > FLOAT_CONVS
+    graph = onnx.load(exported["int8"]).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    first = next(n for n in graph.node if n.op_type == "Conv")
+    assert first.input[0] not in dq_outputs  # the in-graph /255 scaling feeds it in float, not through int8
+    full = quantize_onnx(exported["onnx"], tmp_path / "all.onnx", color_images(12, seed=3)[0], float_convs=0)
+    assert all(_quantized_convs(full))
+    images, _ = color_images(10, seed=8)
+    assert compare_models(exported["ckpt"], full, images)["argmax_agreement"] >= 0.95
 
 
 def test_quantize_rejects_float_calibration_images(exported: dict[str, Path], tmp_path: Path) -> None:

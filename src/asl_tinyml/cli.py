@@ -193,6 +193,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="require the TFLite export (needs the tflite extra; default: when installed)",
     )
     tfl.add_argument("--no-tflite", dest="tflite", action="store_false", help="skip the TFLite export")
+    p.add_argument(
+        "--float-convs", type=int, default=Config.int8_float_convs,
+        help="leading convolutions the int8 ONNX keeps float, where int8 is slower (default: %(default)s; 0: all int8)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_export)
 
@@ -202,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from .export import export_all
 
-    result = export_all(args.model, args.out, calibration=args.run, tflite=args.tflite)
+    result = export_all(args.model, args.out, calibration=args.run, tflite=args.tflite, float_convs=args.float_convs)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -240,6 +244,10 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
         "--no-qat", dest="qat", action="store_false",
         help="no quantization-aware fine-tune even if int8 post-training quantization loses accuracy",
     )
+    p.add_argument(
+        "--float-convs", type=int, default=Config.int8_float_convs,
+        help="leading convolutions the int8 ONNX keeps float (default: %(default)s; 0: all int8)",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=_cmd_compress)
 
@@ -251,7 +259,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     rows = compress(
         args.model, args.run, args.out, sparsities=args.sparsities or SPARSITIES, finetune_epochs=args.epochs,
-        lr=args.lr, split=args.split, threads=args.threads, qat=args.qat,
+        lr=args.lr, split=args.split, threads=args.threads, qat=args.qat, float_convs=args.float_convs,
     )
     if args.json:
         print(json.dumps(rows, indent=2))

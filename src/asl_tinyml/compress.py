@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .config import UserError
 from .evaluate import evaluate
-from .export import calibration_images, export_onnx, quantize_onnx
+from .export import FLOAT_CONVS, calibration_images, export_onnx, quantize_onnx
 from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
 from .train import augment_batch, build_augment, cache_tensors, class_weights, uint8_to_float
@@ -186,6 +186,10 @@ def _row(
     return row
 
 
+def _float_note(float_convs: int) -> str:
+    return f"; first {float_convs} convs float" if float_convs else ""
+
+
 def compress(
     checkpoint: str | Path,
     run_dir: str | Path,
@@ -200,6 +204,7 @@ def compress(
     tolerance: float = 0.005,
     qat: bool = True,
     progress: bool = True,
+    float_convs: int = FLOAT_CONVS,
 ) -> list[dict[str, Any]]:
     """Original, pruned (each sparsity, fine-tuned) and int8 rows, all evaluated on `run_dir`'s `split`.
 
@@ -250,8 +255,9 @@ def compress(
     calib = calibration_images(run_dir, seed=seed)
     float_onnx = export_onnx(checkpoint, out / "original.onnx")
     rows.append(_row("onnx_float", "ONNX float32", 0.0, float_onnx, score(float_onnx, "onnx_float"), ref))
-    int8 = quantize_onnx(float_onnx, out / "int8.onnx", calib)
-    rows.append(_row("int8", "ONNX static int8 (QDQ, per-channel)", 0.0, int8, score(int8, "int8"), ref))
+    int8 = quantize_onnx(float_onnx, out / "int8.onnx", calib, float_convs=float_convs)
+    method = f"ONNX static int8 (QDQ, per-channel{_float_note(float_convs)})"
+    rows.append(_row("int8", method, 0.0, int8, score(int8, "int8"), ref))
     int8_row = rows[-1]
     if qat and int8_row["delta_macro_f1"] < -tolerance:
         if qat_available():
@@ -287,7 +293,8 @@ def compress(
     if good:
         best = max(good, key=lambda r: r["sparsity"])
         pruned_int8 = quantize_onnx(
-            export_onnx(best["path"], out / f"{best['name']}.onnx"), out / f"{best['name']}_int8.onnx", calib
+            export_onnx(best["path"], out / f"{best['name']}.onnx"), out / f"{best['name']}_int8.onnx", calib,
+            float_convs=float_convs,
         )
         rows.append(
             _row(

@@ -75,6 +75,7 @@ class Config:
     baseline_epochs: int = 15
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
     finetune_epochs: int = 3
+    int8_float_convs: int = 3  # leading convolutions int8 exports keep float (export.quantize_onnx)
     bench_rounds: int = 3  # round-robin repeats of every benchmark; each figure is their median
     # compare: held-out folds and the transfer-learning model
     fold_epochs: int = 40  # at most this many epochs per leave-one-signer/source-out fold

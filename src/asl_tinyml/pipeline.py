@@ -136,9 +136,9 @@ def run_pipeline(cfg: Config) -> str:
         baseline_ckpt = b_summary["checkpoint"]
     with _stage("compress", timings):
         compressed = compress(summary["checkpoint"], run, run / "compress", sparsities=cfg.sparsities,
-                              finetune_epochs=cfg.finetune_epochs, seed=cfg.seed)
+                              finetune_epochs=cfg.finetune_epochs, seed=cfg.seed, float_convs=cfg.int8_float_convs)
     with _stage("export", timings):
-        exported = export_all(summary["checkpoint"], cfg.models_dir, calibration=run)
+        exported = export_all(summary["checkpoint"], cfg.models_dir, calibration=run, float_convs=cfg.int8_float_convs)
         int8_note = ship_qat_if_needed(compressed, Path(exported["paths"]["onnx_int8"]))
         exported["bytes"]["onnx_int8"] = Path(exported["paths"]["onnx_int8"]).stat().st_size
     with _stage("bench", timings):

@@ -19,12 +19,20 @@ class PixelFastKAN(nn.Module):
         return self.kan(x.flatten(1))
 
 
-def _dw_block(c_in: int, c_out: int, pool: bool = True, pool_first: bool = False) -> nn.Sequential:
+def _dw_block(
+    c_in: int, c_out: int, pool: bool = True, pool_first: bool = False, strided: bool = False
+) -> nn.Sequential:
     """Depthwise 3x3 + pointwise 1x1 conv, BN and ReLU after each, then (optionally) 2x2 max-pool;
-    `pool_first` pools between the two convs, so the pointwise conv runs on a quarter of the pixels."""
-    depthwise = [nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False), nn.BatchNorm2d(c_in), nn.ReLU(True)]
+    `pool_first` pools between the two convs, so the pointwise conv runs on a quarter of the pixels;
+    `strided` halves the size with a stride-2 depthwise conv instead of pooling (MobileNet's way)."""
+    stride = 2 if pool and strided else 1
+    depthwise = [
+        nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(True),
+    ]
     pointwise = [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
-    pooling = [nn.MaxPool2d(2)] if pool else []
+    pooling = [nn.MaxPool2d(2)] if pool and not strided else []
     layers = [*depthwise, *pooling, *pointwise] if pool_first else [*depthwise, *pointwise, *pooling]
     return nn.Sequential(*layers)
 
@@ -50,7 +58,8 @@ class ConvKAN(nn.Module):
     stem that pools before each pointwise conv (`pool_first`) scores the same macro-F1 as the earlier
     (24, 48, 96, 192) stem without it (0.940 both; Massey's unseen signer 0.838 vs 0.778) and trains and
     runs faster (int8 ONNX about 1.4x the images per second). Patchifying stems (`stem_stride=4`,
-    `stem_pool`) were faster still but lost 2-3 points on the alphabet source.
+    `stem_pool`) and stride-2 depthwise convs instead of max-pooling (`strided`: in that many leading
+    blocks) were faster still but lost 2-3 points, most of them on the alphabet source.
     """
 
     def __init__(
@@ -65,6 +74,7 @@ class ConvKAN(nn.Module):
         stem_stride: int = 2,
         stem_pool: bool = False,
         pool_first: bool = True,
+        strided: int = 0,
     ) -> None:
         super().__init__()
         del image_size  # global average pooling makes the stem size-agnostic; accepted like every model
@@ -75,7 +85,10 @@ class ConvKAN(nn.Module):
             nn.ReLU(inplace=True),
             *([nn.MaxPool2d(2)] if stem_pool else []),
         ]
-        blocks = [_dw_block(a, b, pool_first=pool_first) for a, b in zip(channels[:-1], channels[1:])]
+        blocks = [
+            _dw_block(a, b, pool_first=pool_first, strided=i < strided)
+            for i, (a, b) in enumerate(zip(channels[:-1], channels[1:]))
+        ]
         blocks += [_Residual(_dw_block(channels[-1], channels[-1], pool=False)) for _ in range(tail_blocks)]
         self.features = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.dropout = nn.Dropout(dropout)
