@@ -17,7 +17,7 @@ import torch
 from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
-from asl_tinyml.train import HISTORY_COLUMNS, class_weights, leave_one_signer_out, train
+from asl_tinyml.train import HISTORY_COLUMNS, class_weights, leave_one_signer_out, should_stop, train
 
 SIZE = 16
 CLASSES = ["a", "b", "c", "d"]
@@ -98,10 +98,20 @@ def test_training_learns_and_writes_its_files(run: Path, tmp_path: Path) -> None
     assert Config.from_yaml(out / "config.yaml").epochs == 6
 
 
-def test_default_out_dir_and_early_stopping(run: Path) -> None:
+def test_default_out_dir_and_early_stopping(run: Path, tmp_path: Path) -> None:
     summary = train(tiny_cfg(epochs=8, patience=1, lr=1e-6), run, progress=False)  # too small a lr to improve
     assert Path(summary["checkpoint"]) == run / "train" / "convkan" / "best.pt"
-    assert summary["epochs_run"] < 8
+    assert summary["epochs_run"] == 8  # by default never before the end of the schedule
+    anytime = train(tiny_cfg(epochs=8, patience=1, lr=1e-6, early_stop_after=0.0), run, tmp_path, progress=False)
+    assert anytime["epochs_run"] < 8
+
+
+def test_early_stopping_waits_for_the_end_of_the_schedule() -> None:
+    assert not should_stop(40, 49, tiny_cfg(epochs=50, patience=10))  # the default runs the whole schedule
+    cfg = tiny_cfg(epochs=50, patience=10, early_stop_after=0.8)
+    assert not should_stop(10, 30, cfg) and not should_stop(25, 39, cfg)  # the high-lr phase: never
+    assert should_stop(10, 40, cfg) and not should_stop(9, 45, cfg)
+    assert should_stop(10, 11, cfg.replace(early_stop_after=0.0))
 
 
 def test_seeded_runs_repeat_and_resume_continues(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,6 +179,16 @@ class _Tracker:
 
 
 # --- training ----------------------------------------------------------------------------------------
+def should_stop(stale: int, epoch: int, cfg: Config) -> bool:
+    """Early stopping: `patience` epochs without a better validation macro-F1, once `epoch` has reached
+    `early_stop_after` of the run. The one-cycle learning rate is high until late in the run and validation
+    F1 swings with it; the best checkpoints come from the annealing at the end. Seeds 1 and 2 of the default
+    recipe, stopped at any time (`early_stop_after=0`), ended at epochs 30 and 37 with test macro-F1 0.910
+    and 0.911; after 80% of the epochs seed 2 still stopped at 40; all 50 epochs gave 0.927 and 0.930 (best
+    epochs 45 and 46). Hence the default 1.0: every epoch runs and `best.pt` is the best one (README)."""
+    return stale >= cfg.patience and epoch >= cfg.early_stop_after * cfg.epochs
+
+
 def train(
     cfg: Config,
     run_dir: Path,
@@ -273,7 +283,7 @@ def _train(
     epochs = tqdm(range(start, cfg.epochs + 1), desc=f"train {cfg.model}", unit="epoch", disable=not (progress and ctx.main))
     last_epoch = start - 1
     for epoch in epochs:
-        if stale >= cfg.patience:
+        if should_stop(stale, epoch - 1, cfg):  # a resumed run that had already stopped
             break
         last_epoch = epoch
         e0 = time.perf_counter()
@@ -317,7 +327,7 @@ def _train(
             stale = 0
         else:
             stale += 1
-        stop = torch.tensor([int(stale >= cfg.patience)])
+        stop = torch.tensor([int(should_stop(stale, epoch, cfg))])
         if ctx.distributed:
             dist.broadcast(stop, src=0)  # rank 0 decides, so no rank waits on another that has stopped
         if ctx.main:
