@@ -29,7 +29,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
-from .config import UserError
+from .config import Config, UserError
 from .inference import META_INPUT, ONNX_INPUT, ONNX_OUTPUT, UINT8_INPUT, load_predictor, onnx_metadata
 from .models import count_parameters, load_checkpoint
 from .preprocess import Cache, load_splits, to_float
@@ -38,7 +38,7 @@ OPSET = 18
 ARTIFACT_STEM = "asl_fastkan"
 CALIBRATION_IMAGES = 300
 FLOAT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| accepted for the float export
-FLOAT_CONVS = 3  # leading convolutions an int8 export keeps in float (see `quantize_onnx`)
+FLOAT_CONVS = Config.int8_float_convs  # leading convolutions an int8 export keeps float (`quantize_onnx`)
 
 
 # --- ONNX --------------------------------------------------------------------------------------------
@@ -93,20 +93,18 @@ def fold_input_scale(model: onnx.ModelProto) -> bool:
         users = consumers.get(mul.output[0], [])
         if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != mul.output[0]:
             continue
-        conv = users[0]
-        weight = inits.get(conv.input[1])
-        if weight is None or len(consumers.get(conv.input[1], [])) != 1:
+        conv, weight = users[0], inits.get(users[0].input[1])
+        scalars = [k for k in (0, 1) if (c := _constant(model, mul.input[k])) is not None and c.size == 1]
+        if weight is None or len(consumers[conv.input[1]]) != 1 or not scalars:
             continue
-        for k in (0, 1):
-            c = _constant(model, mul.input[k])
-            if c is not None and c.size == 1:
-                scaled = onnx.numpy_helper.to_array(weight) * c.astype(np.float32).reshape(())
-                weight.CopyFrom(onnx.numpy_helper.from_array(scaled.astype(np.float32), weight.name))
-                conv.input[0] = mul.input[1 - k]
-                graph.node.remove(mul)
-                if len(consumers.get(mul.input[k], [])) == 1 and mul.input[k] in inits:
-                    graph.initializer.remove(inits[mul.input[k]])
-                return True
+        k = scalars[0]
+        c = float(_constant(model, mul.input[k]).reshape(()))
+        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * np.float32(c), weight.name))
+        conv.input[0] = mul.input[1 - k]
+        graph.node.remove(mul)
+        if len(consumers[mul.input[k]]) == 1 and mul.input[k] in inits:  # the constant has no other use
+            graph.initializer.remove(inits[mul.input[k]])
+        return True
     return False
 
 
@@ -220,9 +218,9 @@ def _calibration_chunk(n_batches: int) -> int:
 
 def float_prefix(model: onnx.ModelProto, float_convs: int) -> list[str]:
     """Names of the nodes that stay float in a mixed-precision export: everything the first Conv's input
-    depends on (the uint8 input's transpose and cast, and any scaling) and every node from the first through the `float_convs`-th
-    Conv, in graph (topological) order. Empty when `float_convs` is 0 or the graph has no Conv.
-    """
+    depends on (the uint8 input's transpose and cast, and any scaling) and every node from the first
+    through the `float_convs`-th Conv, in graph (topological) order. Empty when `float_convs` is 0 or the
+    graph has no Conv."""
     nodes = list(model.graph.node)
     convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
     if float_convs <= 0 or not convs:
@@ -561,8 +559,9 @@ def export_all(
     ONNX/TFLite checks (agreement with the checkpoint on 64 calibration images).
 
     `calibration`: uint8 NHWC images or a run folder (default: the checkpoint's run); `tflite`: None = when
-    the optional converter is installed; `float_convs`: see `quantize_onnx`. The C header embeds the TFLite model when there is one, else the
-    int8 ONNX model (TFLM cannot run that; it only lets a firmware build be sized).
+    the optional converter is installed; `float_convs`: see `quantize_onnx`. The C header embeds the TFLite
+    model when there is one, else the int8 ONNX model (TFLM cannot run that; it only lets a firmware build
+    be sized).
     """
     checkpoint = Path(checkpoint)
     _, meta = load_checkpoint(checkpoint)
