@@ -17,7 +17,7 @@ import torch
 from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
-from asl_tinyml.train import HISTORY_COLUMNS, class_weights, leave_one_signer_out, should_stop, train
+from asl_tinyml.train import HISTORY_COLUMNS, class_weights, ema_model, leave_one_signer_out, should_stop, train
 
 SIZE = 16
 CLASSES = ["a", "b", "c", "d"]
@@ -114,6 +114,38 @@ def test_early_stopping_waits_for_the_end_of_the_schedule() -> None:
     assert should_stop(10, 11, cfg.replace(early_stop_after=0.0))
 
 
+def test_weight_average_warms_up_then_decays() -> None:
+    assert ema_model(torch.nn.Linear(2, 1), 0.0) is None
+    net = torch.nn.Linear(2, 1)
+    ema = ema_model(net, 0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update_parameters(net)  # the first update copies
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema.update_parameters(net)  # after 1 update the decay is min(0.999, 2/11)
+    assert torch.allclose(ema.module.weight.detach(), torch.full((1, 2), 2 / 11))
+    for _ in range(5000):
+        ema.update_parameters(net)
+    assert float(ema.module.weight.detach().max()) < 0.02  # then 0.999: (2/11) * 0.999**5000 ~ 0.001
+
+
+def test_weight_average_leaves_training_alone_and_is_saved(run: Path, tmp_path: Path) -> None:
+    averaged = train(tiny_cfg(epochs=3), run, tmp_path / "ema", progress=False)
+    train(tiny_cfg(epochs=3, ema_decay=0.0), run, tmp_path / "plain", progress=False)
+    trained, plain = _state(tmp_path / "ema" / "last.pt"), _state(tmp_path / "plain" / "last.pt")
+    assert all(torch.equal(trained[k], plain[k]) for k in plain)  # the average only watches the training
+    last = torch.load(tmp_path / "ema" / "last.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert average.keys() == trained.keys()
+    assert not all(torch.equal(average[k], trained[k]) for k in trained)
+    best = torch.load(tmp_path / "ema" / "best.pt", weights_only=True)
+    assert best["meta"]["val_macro_f1"] == pytest.approx(averaged["best_val_macro_f1"])
+    if averaged["best_epoch"] == 3:  # best.pt is the average, not the trained weights
+        assert all(torch.equal(average[k], best["state_dict"][k]) for k in trained)
+    assert "ema" not in torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+
+
 def test_seeded_runs_repeat_and_resume_continues(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_cfg(epochs=3, augment=True)
     train(cfg, run, tmp_path / "a", progress=False)
@@ -139,6 +171,8 @@ def test_seeded_runs_repeat_and_resume_continues(run: Path, tmp_path: Path, monk
     assert [int(r["epoch"]) for r in _history(tmp_path / "c" / "history.csv")] == [1, 2, 3]
     c = _state(tmp_path / "c" / "last.pt")
     assert all(torch.equal(a[k], c[k]) for k in a)  # interrupted + resumed == uninterrupted
+    a_best, c_best = _state(tmp_path / "a" / "best.pt"), _state(tmp_path / "c" / "best.pt")
+    assert all(torch.equal(a_best[k], c_best[k]) for k in a_best)  # the weight average resumes too
     assert summary["epochs_run"] == 3
 
 

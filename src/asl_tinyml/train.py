@@ -1,4 +1,5 @@
-"""Train a registered model on a run's cache: class-weighted cross-entropy, AdamW + OneCycle, early stopping.
+"""Train a registered model on a run's cache: class-weighted cross-entropy, AdamW + OneCycle, weight EMA,
+early stopping.
 
 The same `train` runs as one process or under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on GPU):
 the environment variables `WORLD_SIZE`/`RANK`/`LOCAL_RANK` decide. The small uint8 cache stays in memory as a
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -178,6 +180,23 @@ class _Tracker:
             self.mlflow.end_run()
 
 
+def ema_model(net: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `net`'s weights and BatchNorm statistics (torch's `AveragedModel`),
+    updated after every optimizer step; `None` when `decay` is 0.
+
+    The decay warms up as `min(decay, (1 + n) / (10 + n))` after n updates, so short runs average over
+    their few steps instead of staying near the initial weights.
+    """
+    if decay <= 0:
+        return None
+
+    def average(avg: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg + (current - avg) * (1.0 - d)
+
+    return AveragedModel(net, avg_fn=average, use_buffers=True)
+
+
 # --- training ----------------------------------------------------------------------------------------
 def should_stop(stale: int, epoch: int, cfg: Config) -> bool:
     """Early stopping: `patience` epochs without a better validation macro-F1, once `epoch` has reached
@@ -204,8 +223,10 @@ def train(
 ) -> dict[str, Any]:
     """Train `cfg.model` on `run_dir/cache.npz` (train split, or `train_index`), select on validation macro-F1.
 
-    Writes `best.pt`, `last.pt` (with optimizer/scheduler state for `resume`), `history.csv` and
-    `config.yaml` to `out_dir` (default `run_dir/train/<model>`); returns a summary dict.
+    Writes `best.pt`, `last.pt` (with optimizer/scheduler/EMA state for `resume`), `history.csv` and
+    `config.yaml` to `out_dir` (default `run_dir/train/<model>`); returns a summary dict. With `ema_decay` > 0
+    the validation columns and `best.pt` are those of the weight average (`ema_model`); `last.pt` holds the
+    trained weights.
     `options` are extra model constructor options (recorded in the checkpoint), e.g. `{"hidden": 32}`.
     """
     run_dir = Path(run_dir)
@@ -256,6 +277,7 @@ def _train(
     augment = build_augment(cfg.image_size) if cfg.augment else None
 
     start, best, stale, history, spent = 1, {"val_macro_f1": -1.0, "epoch": 0}, 0, [], 0.0
+    ckpt: dict[str, Any] = {}
     if resume:
         last = out_dir / "last.pt"
         if not last.exists():
@@ -267,6 +289,10 @@ def _train(
         start, best, stale = int(ckpt["epoch"]) + 1, dict(ckpt["best"]), int(ckpt["stale"])
         spent = float(ckpt["meta"].get("train_seconds", 0.0))
         history = _read_history(out_dir / "history.csv", start - 1) if ctx.main else []
+    ema = ema_model(net, cfg.ema_decay)  # after a resume's weights: a checkpoint without an average restarts it
+    if ema is not None and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
+    selected = ema.module if ema is not None else net  # the weights validated and saved as best.pt
 
     def meta(epoch: int, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
         return {
@@ -309,13 +335,15 @@ def _train(
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(net)
             sums += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
             batches.set_postfix(loss=f"{loss.item():.3f}")
         if ctx.distributed:
             dist.all_reduce(sums)
-            for buffer in net.buffers():  # BatchNorm statistics drift per rank: every rank keeps rank 0's
-                dist.broadcast(buffer, src=0)
-        val = evaluate(net, x_va, y_va, eval_loss)
+            for buffer in [*net.buffers(), *(ema.buffers() if ema is not None else [])]:
+                dist.broadcast(buffer, src=0)  # BatchNorm statistics drift per rank: every rank keeps rank 0's
+        val = evaluate(selected, x_va, y_va, eval_loss)
         row = {
             "epoch": epoch, "train_loss": sums[0].item() / max(sums[2].item(), 1), "train_acc": sums[1].item() / max(sums[2].item(), 1),
             "val_loss": val["loss"], "val_acc": val["acc"], "val_macro_f1": val["macro_f1"],
@@ -334,11 +362,11 @@ def _train(
             history.append(row)
             metrics = {f"val_{k}": v for k, v in val.items()}
             if improved:
-                save_checkpoint(out_dir / "best.pt", net, meta(epoch, metrics, time.perf_counter() - t0))
+                save_checkpoint(out_dir / "best.pt", selected, meta(epoch, metrics, time.perf_counter() - t0))
             save_checkpoint(
                 out_dir / "last.pt", net, meta(epoch, metrics, time.perf_counter() - t0),
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                epoch=epoch, best=best, stale=stale,
+                epoch=epoch, best=best, stale=stale, **({"ema": ema.state_dict()} if ema is not None else {}),
             )
             _write_history(out_dir / "history.csv", history)
             tracker.epoch(row)
