@@ -83,6 +83,16 @@ def test_onnx_predictor_matches_torch(models: tuple[Path, Path]) -> None:
     assert onnx_pred.predict_proba(x[:0]).shape == (0, 4)
 
 
+def test_onnx_batches_split_over_cores_give_the_same_answer(models: tuple[Path, Path]) -> None:
+    one, three = load_predictor(models[1], threads=1), load_predictor(models[1], threads=3)
+    assert (one.workers, three.workers) == (1, 3)
+    x = images(301, seed=3)  # 256 + 45: both internal batches are split, unevenly
+    expected = one.predict_proba(x)
+    np.testing.assert_allclose(three.predict_proba(x), expected, atol=1e-6)  # same images, rows, order
+    np.testing.assert_allclose(three.predict_proba(x[:5]), expected[:5], atol=1e-6)  # too few to split: one call
+    assert three._pool is not None and len(three._pool._threads) <= 3  # noqa: SLF001
+
+
 def test_uint8_export_and_older_float_export_agree(models: tuple[Path, Path], tmp_path: Path) -> None:
     from asl_tinyml.export import export_onnx as export_uint8
 

@@ -5,8 +5,9 @@ memory and thread pools never colour another's figures:
 
 - latency: one image at a time through `Predictor.predict_proba` (uint8 in, probabilities out) with
   one thread; p50/p95 over `runs` calls after `warmup` calls; `model_p50_ms` the model call alone;
-- throughput: batches of `batch_size` with every core (`os.cpu_count()` threads), images per second,
-  end to end and for the model alone (`model_throughput_ips`);
+- throughput: batches of `batch_size` with every usable core, images per second, end to end and for
+  the model alone (`model_throughput_ips`); PyTorch threads each layer, ONNX Runtime runs a slice of the
+  batch per core (`inference.OnnxPredictor`), each runtime's faster way;
 - rounds: every model is measured `rounds` times, round-robin (each round measures all of them once), and
   each figure is the median over rounds, so a burst of load on a shared machine moves no single row;
 - memory: the process's peak resident set (`VmHWM` in /proc/self/status), and how much of it came after
@@ -32,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import UserError
+from .inference import usable_cores
 
 COLUMNS = [
     "name",
@@ -228,7 +230,7 @@ def bench(
     if len(paths) == 1 and paths[0].suffix.lower() == ".pt":
         target = Path(out_dir) / "models" if out_dir else Path(tmp := tempfile.mkdtemp(prefix="asl-bench-"))
         paths = derive_models(paths[0], target, calibration if calibration is not None else images[:300])
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cores()
     entries = ([("baseline", Path(baseline))] if baseline else []) + [(p.name, p) for p in paths]
     measured: list[list[dict[str, Any]]] = [[] for _ in entries]
     with tempfile.TemporaryDirectory(prefix="asl-bench-") as work:

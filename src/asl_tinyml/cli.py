@@ -93,7 +93,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="split of a run folder (default: test)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/<model> for a run folder, else ./eval)")
     p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: the runtime's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: every usable core)")
     p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
     _add_fusion_arguments(p, "(default: chosen on the run's val split; 0.7 for a folder)")
     p.set_defaults(func=_cmd_evaluate)
@@ -286,7 +286,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--topk", type=int, default=3, help="labels per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
     _add_fusion_arguments(p, "(default: 0.7, chosen on the shared data's val split)")
     p.set_defaults(func=_cmd_predict)
 
