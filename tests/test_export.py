@@ -127,6 +127,19 @@ def test_int8_keeps_the_first_convs_float_unless_told(exported: dict[str, Path],
     assert compare_models(exported["ckpt"], full, images)["argmax_agreement"] >= 0.95
 
 
+def test_int8_head_runs_float_on_int8_weights(exported: dict[str, Path], tmp_path: Path) -> None:
+    graph = onnx.load(exported["int8"]).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == 4 and all(n.input[1] in dq_outputs for n in gemms)  # FastKAN head: int8 weights
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    assert norms and not any(n.input[0] in dq_outputs for n in norms)  # element-wise head ops see float
+    quantized_head = quantize_onnx(exported["onnx"], tmp_path / "q.onnx", color_images(12, seed=3)[0], keep_head_float=False)
+    graph = onnx.load(quantized_head).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(n.input[0] in dq_outputs for n in graph.node if n.op_type == "LayerNormalization")
+
+
 def test_quantize_rejects_float_calibration_images(exported: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(UserError, match="uint8"):
         quantize_onnx(exported["onnx"], tmp_path / "q.onnx", np.zeros((4, SIZE, SIZE, 3), np.float32))

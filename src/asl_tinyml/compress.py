@@ -187,7 +187,7 @@ def _row(
 
 
 def _float_note(float_convs: int) -> str:
-    return f"; first {float_convs} convs float" if float_convs else ""
+    return f"; first {float_convs} convs and the head's element-wise ops float" if float_convs else "; head's element-wise ops float"
 
 
 def compress(

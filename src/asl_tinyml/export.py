@@ -5,8 +5,9 @@
   Pixel models take uint8 NHWC images (N, S, S, 3) as a camera gives them: the NCHW transpose and
   the scaling to [0, 1] run inside the graph (no float copy of the batch in Python).
 - `quantize_onnx`: ONNX Runtime's static post-training quantization (QDQ, per-channel int8 weights,
-  uint8 activations) calibrated on a few hundred training images; the input scaling and the first
-  `float_convs` convolutions stay float (mixed precision), where ONNX Runtime's int8 kernels are slower.
+  uint8 activations) calibrated on a few hundred training images; the input scaling, the first
+  `float_convs` convolutions and the head's element-wise ops stay float (mixed precision), where ONNX
+  Runtime's int8 kernels and Quantize/Dequantize pairs are slower; every weight tensor but the stem's is int8.
 - `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
   TensorFlow Lite Micro; needs the optional `tflite` extra (`pip install -e .[tflite]`).
 - `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch.
@@ -237,12 +238,29 @@ def float_prefix(model: onnx.ModelProto, float_convs: int) -> list[str]:
     return sorted(keep)
 
 
+POOLING_OPS = ("ReduceMean", "GlobalAveragePool")
+MATRIX_OPS = ("Gemm", "MatMul")
+
+
+def float_head(model: onnx.ModelProto) -> list[str]:
+    """Names of the head's nodes that stay float in a mixed-precision export: every node after the last global
+    pooling (`ReduceMean`, `GlobalAveragePool`) but the matrix products, whose weights stay int8. The
+    FastKAN head's element-wise ops (LayerNorm, RBF, SiLU) work on a few hundred values per image, where a
+    Quantize/Dequantize pair around each costs more than the op. Empty when the graph has no pooling."""
+    nodes = list(model.graph.node)
+    pools = [i for i, n in enumerate(nodes) if n.op_type in POOLING_OPS]
+    if not pools:
+        return []
+    return sorted(n.name for n in nodes[pools[-1] + 1 :] if n.op_type not in MATRIX_OPS)
+
+
 def quantize_onnx(
     float_onnx: str | Path,
     out_path: str | Path,
     calibration_images: np.ndarray,
     per_channel: bool = True,
     float_convs: int = FLOAT_CONVS,
+    keep_head_float: bool = True,
 ) -> Path:
     """Static int8 QDQ quantization of a float ONNX model, calibrated (min-max) on uint8 NHWC images
     (or, for a landmark model, float32 feature rows).
@@ -252,7 +270,8 @@ def quantize_onnx(
     (`float_prefix`). ONNX Runtime's int8 kernels are slower than its float ones on a 3-channel stem and
     wide depthwise convolutions; for `convkan` the default 3 (stem, first depthwise, first pointwise:
     under 1% of the weights) cut single-image latency by about a fifth on this CPU at the same macro-F1; batch
-    throughput stayed within noise (README, "Speed"). 0 quantizes every layer.
+    throughput stayed within noise (README, "Speed"). 0 quantizes every layer. `keep_head_float`: the
+    element-wise ops after the global pooling stay float (`float_head`; the head's matrix weights stay int8).
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -272,7 +291,8 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(float_onnx), str(prepped), skip_symbolic_shape=True)
-        keep_float = float_prefix(onnx.load(prepped), float_convs)
+        graph = onnx.load(prepped)
+        keep_float = float_prefix(graph, float_convs) + (float_head(graph) if keep_head_float else [])
         quantize_static(
             str(prepped),
             str(out_path),

@@ -37,6 +37,14 @@ def _dw_block(
     return nn.Sequential(*layers)
 
 
+class GlobalAvgPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the mean over the pixels, exported as one ReduceMean (`AdaptiveAvgPool2d(1)` then
+    `Flatten` exports as a mean, a strided gather and two reshapes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class _Residual(nn.Module):
     """x + f(x): a same-size block that is cheap at the last, smallest resolution."""
 
@@ -90,7 +98,7 @@ class ConvKAN(nn.Module):
             for i, (a, b) in enumerate(zip(channels[:-1], channels[1:]))
         ]
         blocks += [_Residual(_dw_block(channels[-1], channels[-1], pool=False)) for _ in range(tail_blocks)]
-        self.features = nn.Sequential(*stem, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*stem, *blocks, GlobalAvgPool())
         self.dropout = nn.Dropout(dropout)
         self.head = FastKAN([channels[-1], hidden, num_classes], num_grids=num_grids)
 
