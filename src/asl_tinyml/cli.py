@@ -321,7 +321,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=300, help="single-image calls timed per model (default: 300)")
     p.add_argument("--batch-size", type=int, default=64, help="batch for the throughput test (default: 64)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds of batched inference per model (default: 3)")
-    p.add_argument("--rounds", type=int, default=3, help="round-robin repeats, figures are medians (default: 3)")
+    p.add_argument("--rounds", type=int, default=Config.bench_rounds, help="round-robin repeats, figures are medians (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=_cmd_bench)
 

@@ -78,7 +78,7 @@ class Config:
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
     finetune_epochs: int = 3
     int8_float_convs: int = 3  # leading convolutions int8 exports keep float (export.quantize_onnx)
-    bench_rounds: int = 3  # round-robin repeats of every benchmark; each figure is their median
+    bench_rounds: int = 5  # round-robin repeats of every benchmark; each figure is their median (about 30 s each)
     # compare: held-out folds and the transfer-learning model
     fold_epochs: int = 40  # at most this many epochs per leave-one-signer/source-out fold
     transfer_epochs: int = 10  # efficientnet_lite0 fine-tuning
