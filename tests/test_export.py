@@ -107,10 +107,15 @@ def test_fold_input_scale_keeps_the_outputs() -> None:
     assert not fold_input_scale(model)  # nothing left to fold
 
 
+def _dequantized(graph: onnx.GraphProto) -> set[str]:
+    """The tensors a QDQ graph's DequantizeLinear nodes produce (int8 weights and activations, seen as float)."""
+    return {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+
+
 def _quantized_convs(path: Path) -> list[bool]:
     """For each Conv of a QDQ graph, in order: does its weight come through a DequantizeLinear?"""
     graph = onnx.load(path).graph
-    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dq_outputs = _dequantized(graph)
     return [n.input[1] in dq_outputs for n in graph.node if n.op_type == "Conv"]
 
 
@@ -118,7 +123,7 @@ def test_int8_keeps_the_first_convs_float_unless_told(exported: dict[str, Path],
     mixed = _quantized_convs(exported["int8"])
     assert mixed[:FLOAT_CONVS] == [False] * FLOAT_CONVS and all(mixed[FLOAT_CONVS:]) and len(mixed) > FLOAT_CONVS
     graph = onnx.load(exported["int8"]).graph
-    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dq_outputs = _dequantized(graph)
     first = next(n for n in graph.node if n.op_type == "Conv")
     assert first.input[0] not in dq_outputs  # the in-graph /255 scaling feeds it in float, not through int8
     full = quantize_onnx(exported["onnx"], tmp_path / "all.onnx", color_images(12, seed=3)[0], float_convs=0)
@@ -129,14 +134,14 @@ def test_int8_keeps_the_first_convs_float_unless_told(exported: dict[str, Path],
 
 def test_int8_head_runs_float_on_int8_weights(exported: dict[str, Path], tmp_path: Path) -> None:
     graph = onnx.load(exported["int8"]).graph
-    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dq_outputs = _dequantized(graph)
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
     assert len(gemms) == 4 and all(n.input[1] in dq_outputs for n in gemms)  # FastKAN head: int8 weights
     norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
     assert norms and not any(n.input[0] in dq_outputs for n in norms)  # element-wise head ops see float
     quantized_head = quantize_onnx(exported["onnx"], tmp_path / "q.onnx", color_images(12, seed=3)[0], keep_head_float=False)
     graph = onnx.load(quantized_head).graph
-    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dq_outputs = _dequantized(graph)
     assert all(n.input[0] in dq_outputs for n in graph.node if n.op_type == "LayerNormalization")
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .config import UserError
+from .config import Config, UserError
 from .inference import usable_cores
 
 COLUMNS = [
@@ -208,7 +208,7 @@ def bench(
     seconds: float = 3.0,
     threads: int | None = None,
     calibration: np.ndarray | None = None,
-    rounds: int = 5,
+    rounds: int = Config.bench_rounds,
 ) -> list[dict[str, Any]]:
     """Benchmark model files (a lone `.pt` checkpoint also gets its float/int8 ONNX exports) and an
     optional `baseline` checkpoint in one run; write `bench.csv`/`bench.md` to `out_dir` when given.

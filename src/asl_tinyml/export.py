@@ -7,7 +7,7 @@
 - `quantize_onnx`: ONNX Runtime's static post-training quantization (QDQ, per-channel int8 weights,
   uint8 activations) calibrated on a few hundred training images; the input scaling, the first
   `float_convs` convolutions and the head's element-wise ops stay float (mixed precision), where ONNX
-  Runtime's int8 kernels and Quantize/Dequantize pairs are slower; every weight tensor but the stem's is int8.
+  Runtime's int8 kernels and Quantize/Dequantize pairs are slower; every other conv and matrix weight is int8.
 - `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
   TensorFlow Lite Micro; needs the optional `tflite` extra (`pip install -e .[tflite]`).
 - `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch.
