@@ -17,7 +17,9 @@ import torch
 from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
-from asl_tinyml.train import HISTORY_COLUMNS, class_weights, ema_model, leave_one_signer_out, should_stop, train
+from asl_tinyml.train import (
+    HISTORY_COLUMNS, build_augment, build_mixup, class_weights, ema_model, leave_one_signer_out, should_stop, train,
+)
 
 SIZE = 16
 CLASSES = ["a", "b", "c", "d"]
@@ -79,6 +81,36 @@ def test_class_weights_are_inverse_frequencies() -> None:
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0, 0.0]))  # n / (k_present * count); absent class 0
     balanced = class_weights(np.array([0, 1, 2, 0, 1, 2]), 3)
     assert torch.allclose(balanced, torch.ones(3))
+
+
+def test_augmentation_knobs_reach_the_transforms() -> None:
+    from torchvision.transforms import v2
+
+    default = build_augment(SIZE).transforms
+    assert not any(isinstance(t, v2.RandomErasing) for t in default)
+    assert next(t for t in default if isinstance(t, v2.ColorJitter)).brightness == (0.7, 1.3)
+    tuned = build_augment(SIZE, erasing=0.5, jitter=0.4).transforms
+    assert next(t for t in tuned if isinstance(t, v2.ColorJitter)).contrast == pytest.approx((0.6, 1.4))
+    assert next(t for t in tuned if isinstance(t, v2.RandomErasing)).p == 0.5
+
+
+def test_mixup_blends_images_and_labels_alike() -> None:
+    assert build_mixup(0.0, 4) is None
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 3, SIZE, SIZE), torch.tensor([0, 1, 2, 3, 0, 1])
+    mixed, target = build_mixup(0.4, 4)(x, y)
+    assert target.shape == (6, 4) and torch.allclose(target.sum(1), torch.ones(6))
+    lam = float(target[0, 0])  # image 0 (class 0) is blended with its neighbour image 5 (class 1)
+    assert torch.allclose(mixed[0], lam * x[0] + (1 - lam) * x[5], atol=1e-6)
+    assert float(target[0, 1]) == pytest.approx(1 - lam)
+
+
+def test_mixup_changes_training_and_keeps_its_accuracy_a_fraction(run: Path, tmp_path: Path) -> None:
+    train(tiny_cfg(epochs=2), run, tmp_path / "plain", progress=False)
+    train(tiny_cfg(epochs=2, mixup_alpha=0.4), run, tmp_path / "mixup", progress=False)
+    plain, mixed = _state(tmp_path / "plain" / "last.pt"), _state(tmp_path / "mixup" / "last.pt")
+    assert not all(torch.equal(plain[k], mixed[k]) for k in plain)
+    assert all(0.0 <= float(r["train_acc"]) <= 1.0 for r in _history(tmp_path / "mixup" / "history.csv"))
 
 
 def test_training_learns_and_writes_its_files(run: Path, tmp_path: Path) -> None:

@@ -71,6 +71,9 @@ class Config:
     label_smoothing: float = 0.0
     ema_decay: float = 0.999  # validate and save an exponential moving average of the weights; 0 turns it off
     augment: bool = True
+    color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]; measured: 0.5 worse
+    random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing); measured: 0.25 worse (README)
+    mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp); measured: 0.2 worse
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # pipeline: baseline, compression, export
     baseline: str | None = "fastkan"  # trained and measured side by side; None skips it

@@ -80,16 +80,24 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def build_augment(image_size: int) -> v2.Compose:
-    """Augmentation that keeps a sign readable: small rotation/shift/scale, brightness/contrast/saturation.
+def build_augment(image_size: int, erasing: float = 0.0, jitter: float = 0.3) -> v2.Compose:
+    """Augmentation that keeps a sign readable: small rotation/shift/scale, brightness/contrast/saturation
+    (factors in [1 - jitter, 1 + jitter]) and, with probability `erasing`, one erased rectangle.
 
     No horizontal flip: a mirrored hand is a left hand, and some signs differ only by orientation.
     """
     del image_size  # the transforms are relative; kept for a stable signature
     return v2.Compose([
         v2.RandomAffine(degrees=12, translate=(0.1, 0.1), scale=(0.85, 1.15)),
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
+        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+        *([v2.RandomErasing(p=erasing, scale=(0.02, 0.2), value=0.5)] if erasing > 0 else []),
     ])
+
+
+def build_mixup(alpha: float, num_classes: int) -> v2.MixUp | None:
+    """torchvision's MixUp: each image blended with its batch neighbour by a Beta(alpha, alpha) weight, and
+    its label turned into the same blend of one-hot targets; `None` when `alpha` is 0."""
+    return v2.MixUp(alpha=alpha, num_classes=num_classes) if alpha > 0 else None
 
 
 def augment_batch(x: torch.Tensor, transform: v2.Compose, group: int = AUG_GROUP) -> torch.Tensor:
@@ -274,7 +282,8 @@ def _train(
     steps = max(1, (len(sampler) + cfg.batch_size - 1) // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=min(0.3, 2 / cfg.epochs))
-    augment = build_augment(cfg.image_size) if cfg.augment else None
+    augment = build_augment(cfg.image_size, cfg.random_erasing, cfg.color_jitter) if cfg.augment else None
+    mixup = build_mixup(cfg.mixup_alpha, len(classes))
 
     start, best, stale, history, spent = 1, {"val_macro_f1": -1.0, "epoch": 0}, 0, [], 0.0
     ckpt: dict[str, Any] = {}
@@ -327,8 +336,12 @@ def _train(
                 x = augment_batch(x, augment)
             x = x.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y_tr[idx].to(ctx.device, non_blocking=True)
+            target = y
+            if mixup is not None:
+                x, target = mixup(x, y)  # soft targets
+                y = target.argmax(1)  # accuracy counts the label that dominates each blend
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
