@@ -119,6 +119,10 @@ def test_landmark_model_files_round_trip_and_refuse_the_wrong_slot(run: Path, tm
             load_predictor(landmark_file)
     with pytest.raises(UserError, match="is not a hand-landmark model"):
         LandmarkPredictor(trained_checkpoint(tmp_path / "pixel.pt"))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(UserError, match=r"broken.onnx is not a valid ONNX model .*landmarks --train --export DIR"):
+        LandmarkPredictor(broken)
 
 
 def test_fused_evaluate_scores_every_image_and_chooses_its_weight_on_val(run: Path, tmp_path: Path) -> None:

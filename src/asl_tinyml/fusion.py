@@ -19,7 +19,7 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score
 
 from .config import UserError
-from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor
+from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
 from .preprocess import Cache, load_splits, make_folds
 
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
@@ -76,16 +76,8 @@ class LandmarkPredictor:
             self.kind, self.params = "torch", count_parameters(self.model)
             props = {META_INPUT: meta.get("input"), META_CLASSES: meta["classes"], "features": meta.get("features")}
         elif suffix == ".onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            try:
-                self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime's own error types
-                raise UserError(f"{self.path} is not a valid ONNX model ({type(exc).__name__})") from exc
-            raw = dict(self.session.get_modelmeta().custom_metadata_map)
+            fix = "export one with `asl-tinyml landmarks --train --export DIR`"
+            self.session, raw = open_session(self.path, threads, fix=fix)
             props = {META_INPUT: raw.get(META_INPUT), META_CLASSES: json.loads(raw.get(META_CLASSES, "[]")),
                      "features": json.loads(raw.get("features", "{}"))}
             self.kind, self.params = "onnx", int(raw["params"]) if raw.get("params", "").isdigit() else None

@@ -134,6 +134,23 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def open_session(
+    path: str | Path, threads: int | None = 1, fix: str = "export one with `asl-tinyml export`"
+) -> tuple[Any, dict[str, str]]:
+    """An ONNX Runtime CPU session on `threads` intra-op threads (None: its default) and the file's custom
+    metadata; a file it cannot read is a UserError naming the file and `fix`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf/Fail/... types
+        raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}); {fix}") from exc
+    return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
 class OnnxPredictor(Predictor):
     """An ONNX Runtime session that spreads a batch over `threads` cores by images, not within layers.
 
@@ -148,17 +165,9 @@ class OnnxPredictor(Predictor):
     kind = "onnx"
 
     def __init__(self, path: Path, threads: int | None = None, batch_size: int = 256) -> None:
-        import onnxruntime as ort
-
         self.workers = max(1, threads or usable_cores())
         self._pool: ThreadPoolExecutor | None = None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own InvalidProtobuf/Fail/... types
-            raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}); export one with `asl-tinyml export`") from exc
-        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.session, props = open_session(path)
         if props.get(META_INPUT) == LANDMARK_INPUT:
             raise UserError(f"{path} is a hand-landmark model; pass it as --landmark-model next to a pixel --model")
         missing = [k for k in (META_CLASSES, META_IMAGE_SIZE) if k not in props]
