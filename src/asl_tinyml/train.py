@@ -80,7 +80,9 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def build_augment(image_size: int, erasing: float = 0.0, jitter: float = 0.3) -> v2.Compose:
+def build_augment(
+    image_size: int, jitter: float = Config.color_jitter, erasing: float = Config.random_erasing
+) -> v2.Compose:
     """Augmentation that keeps a sign readable: small rotation/shift/scale, brightness/contrast/saturation
     (factors in [1 - jitter, 1 + jitter]) and, with probability `erasing`, one erased rectangle.
 
@@ -282,7 +284,7 @@ def _train(
     steps = max(1, (len(sampler) + cfg.batch_size - 1) // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=min(0.3, 2 / cfg.epochs))
-    augment = build_augment(cfg.image_size, cfg.random_erasing, cfg.color_jitter) if cfg.augment else None
+    augment = build_augment(cfg.image_size, cfg.color_jitter, cfg.random_erasing) if cfg.augment else None
     mixup = build_mixup(cfg.mixup_alpha, len(classes))
 
     start, best, stale, history, spent = 1, {"val_macro_f1": -1.0, "epoch": 0}, 0, [], 0.0
@@ -338,7 +340,7 @@ def _train(
             y = y_tr[idx].to(ctx.device, non_blocking=True)
             target = y
             if mixup is not None:
-                x, target = mixup(x, y)  # soft targets
+                x, target = mixup(x, y)  # soft targets: the loss weighs each class's share by its class weight
                 y = target.argmax(1)  # accuracy counts the label that dominates each blend
             logits = model(x)
             loss = loss_fn(logits, target)
