@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from asl_tinyml.compress import (
     COLUMNS,
@@ -17,6 +18,7 @@ from asl_tinyml.compress import (
     prunable,
     qat_available,
     quantization_aware_finetune,
+    run_augment,
     sparsity,
 )
 from asl_tinyml.config import UserError
@@ -43,6 +45,17 @@ def test_global_prune_reaches_the_sparsity_and_zeros_compress(ckpt: Path, tmp_pa
     raw, packed = (tmp_path / "pruned.pt").stat().st_size, gzip_size(tmp_path / "pruned.pt")
     assert raw == pytest.approx(ckpt.stat().st_size, rel=0.02)  # dense storage: zeros cost as much as weights
     assert packed < 0.7 * gzip_size(ckpt)
+
+
+def test_fine_tunes_augment_as_the_checkpoint_was_trained(ckpt: Path) -> None:
+    _, meta = load_checkpoint(ckpt)  # saved without a `config`, as checkpoints of other tools may be
+    assert "config" not in meta
+    older = run_augment(meta).transforms  # the defaults
+    assert next(t for t in older if isinstance(t, v2.ColorJitter)).brightness == pytest.approx((0.7, 1.3))
+    assert run_augment({**meta, "config": {"augment": False}}) is None
+    tuned = run_augment({**meta, "config": {"color_jitter": 0.1, "rand_augment": 4, "a_removed_key": 0}})
+    assert next(t for t in tuned.transforms if isinstance(t, v2.ColorJitter)).brightness == pytest.approx((0.9, 1.1))
+    assert any(isinstance(t, v2.RandAugment) for t in tuned.transforms)
 
 
 def test_compress_table(ckpt: Path, tmp_path: Path) -> None:

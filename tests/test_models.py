@@ -57,6 +57,17 @@ def test_convkan_is_the_small_default() -> None:
     assert convkan * 20 < count_parameters(create_model("fastkan", 37, image_size=64))
 
 
+def test_convkan_mid_blocks_add_residual_blocks_at_the_second_to_last_width() -> None:
+    base, mid = create_model("convkan", 37), create_model("convkan", 37, mid_blocks=1)
+    width = 96  # channels[-2]: the 8x8 stage of a 64x64 input
+    added = width * 9 + 2 * width + width * width + 2 * width  # depthwise 3x3, BN, pointwise 1x1, BN
+    assert count_parameters(mid) - count_parameters(base) == added
+    x = torch.rand(2, 3, 64, 64)
+    assert mid.eval()(x).shape == (2, 37)
+    assert mid.features[:5](x).shape == base.features[:5](x).shape == (2, width, 8, 8)  # stem (3) + two blocks
+    assert mid.features[5].block[3].in_channels == width  # the new residual's pointwise conv
+
+
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
     torch.manual_seed(1)
     model = create_model("convkan", 5, image_size=32)

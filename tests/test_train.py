@@ -19,7 +19,8 @@ from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.train import (
-    HISTORY_COLUMNS, build_augment, build_mixup, class_weights, ema_model, leave_one_signer_out, should_stop, train,
+    HISTORY_COLUMNS, augment_for, build_augment, build_mixup, class_weights, ema_model, leave_one_signer_out,
+    should_stop, train,
 )
 
 SIZE = 16
@@ -91,6 +92,20 @@ def test_augmentation_knobs_reach_the_transforms() -> None:
     tuned = build_augment(SIZE, erasing=0.5, jitter=0.4).transforms
     assert next(t for t in tuned if isinstance(t, v2.ColorJitter)).contrast == pytest.approx((0.6, 1.4))
     assert next(t for t in tuned if isinstance(t, v2.RandomErasing)).p == 0.5
+    assert not any(isinstance(t, v2.RandAugment) for t in default)
+    rand = next(t for t in build_augment(SIZE, rand_augment=7).transforms if isinstance(t, v2.RandAugment))
+    assert (rand.num_ops, rand.magnitude) == (2, 7)
+    assert augment_for(Config(augment=False)) is None
+    from_cfg = augment_for(Config(color_jitter=0.2, rand_augment=5)).transforms
+    assert next(t for t in from_cfg if isinstance(t, v2.ColorJitter)).saturation == pytest.approx((0.8, 1.2))
+    assert next(t for t in from_cfg if isinstance(t, v2.RandAugment)).magnitude == 5
+
+
+def test_config_from_a_checkpoint_dict_skips_keys_it_no_longer_has() -> None:
+    cfg = Config.from_dict({"epochs": 7, "rand_augment": 3, "a_removed_key": 1})
+    assert (cfg.epochs, cfg.rand_augment) == (7, 3)
+    with pytest.raises(UserError, match="a_removed_key"):
+        Config().replace(a_removed_key=1)  # a user's typo is still an error
 
 
 def test_mixup_blends_images_and_labels_alike() -> None:

@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
+from torchvision.transforms import v2
 from tqdm import tqdm
 
-from .config import UserError
+from .config import Config, UserError
 from .evaluate import evaluate
 from .export import FLOAT_CONVS, calibration_images, export_onnx, quantize_onnx
 from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
-from .train import augment_batch, build_augment, cache_tensors, class_weights, uint8_to_float
+from .train import augment_batch, augment_for, cache_tensors, class_weights, uint8_to_float
 from .train import evaluate as validate
 
 SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.9)  # 0: the same fine-tune without pruning (the control)
@@ -64,6 +65,11 @@ def global_prune(model: nn.Module, amount: float) -> nn.Module:
     return model
 
 
+def run_augment(meta: dict[str, Any]) -> v2.Compose | None:
+    """The augmentation a checkpoint was trained with, from the config it records (defaults if it has none)."""
+    return augment_for(Config.from_dict(meta.get("config") or {}))
+
+
 def finetune(
     model: nn.Module,
     cache: Cache,
@@ -74,16 +80,16 @@ def finetune(
     lr: float = 3e-4,
     batch_size: int = 64,
     seed: int = 0,
-    augment: bool = True,
+    transform: v2.Compose | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """A short AdamW + cosine fine-tune on the train split (pruning masks or fake-quant observers kept);
+    """A short AdamW + cosine fine-tune on the train split (pruning masks or fake-quant observers kept), with
+    `transform` as augmentation (`run_augment(meta)`: the one the checkpoint was trained with; None: none);
     keeps the weights of the epoch with the best validation macro-F1 and returns its validation metrics."""
     x_tr, y_tr = cache_tensors(cache, train_idx)
     x_va, y_va = cache_tensors(cache, val_idx)
     weights = class_weights(y_tr.numpy(), len(cache.classes))
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    transform = build_augment(cache.images.shape[1]) if augment else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(y_tr) + batch_size - 1) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
@@ -152,7 +158,10 @@ def quantization_aware_finetune(
     prepared = prepare_qat_pt2e(graph, quantizer)
 
     allow_exported_model_train_eval(prepared)  # .train()/.eval() switch its dropout and batch-norm ops
-    finetune(prepared, cache, train_idx, val_idx, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    finetune(
+        prepared, cache, train_idx, val_idx, epochs=epochs, lr=lr, seed=seed, transform=run_augment(meta),
+        progress=progress,
+    )
     move_exported_model_to_eval(prepared)
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     allow_exported_model_train_eval(quantized)
@@ -240,7 +249,8 @@ def compress(
         if amount > 0:
             global_prune(pruned, amount)
         val = finetune(
-            pruned, cache, splits["train"], splits["val"], epochs=finetune_epochs, lr=lr, seed=seed, progress=progress
+            pruned, cache, splits["train"], splits["val"], epochs=finetune_epochs, lr=lr, seed=seed,
+            transform=run_augment(meta), progress=progress,
         )
         for module, param in prunable(pruned) if amount > 0 else []:
             prune.remove(module, param)  # bake the mask in: plain dense weights with zeros

@@ -72,6 +72,7 @@ class Config:
     ema_decay: float = 0.999  # validate and save an exponential moving average of the weights; 0 turns it off
     augment: bool = True
     color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]; measured: 0.5 worse
+    rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30) after the colour jitter
     random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing); measured: 0.25 worse (README)
     mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp); measured: 0.2 worse
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
@@ -94,6 +95,12 @@ class Config:
         """Load a config file; unknown keys are an error naming the key."""
         data = yaml.safe_load(Path(path).read_text()) or {}
         return cls().replace(**data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """A config from a saved dict (a checkpoint's `config`), ignoring keys this version no longer has."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls().replace(**{k: v for k, v in data.items() if k in names})
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed; `None` values are ignored (handy for CLI flags)."""

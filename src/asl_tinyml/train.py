@@ -81,10 +81,14 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def build_augment(
-    image_size: int, jitter: float = Config.color_jitter, erasing: float = Config.random_erasing
+    image_size: int,
+    jitter: float = Config.color_jitter,
+    erasing: float = Config.random_erasing,
+    rand_augment: int = Config.rand_augment,
 ) -> v2.Compose:
     """Augmentation that keeps a sign readable: small rotation/shift/scale, brightness/contrast/saturation
-    (factors in [1 - jitter, 1 + jitter]) and, with probability `erasing`, one erased rectangle.
+    (factors in [1 - jitter, 1 + jitter]), with `rand_augment` > 0 two RandAugment ops of that magnitude
+    (v2.RandAugment, 0-30) and, with probability `erasing`, one erased rectangle.
 
     No horizontal flip: a mirrored hand is a left hand, and some signs differ only by orientation.
     """
@@ -92,8 +96,16 @@ def build_augment(
     return v2.Compose([
         v2.RandomAffine(degrees=12, translate=(0.1, 0.1), scale=(0.85, 1.15)),
         v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+        *([v2.RandAugment(num_ops=2, magnitude=rand_augment)] if rand_augment > 0 else []),
         *([v2.RandomErasing(p=erasing, scale=(0.02, 0.2), value=0.5)] if erasing > 0 else []),
     ])
+
+
+def augment_for(cfg: Config) -> v2.Compose | None:
+    """The training augmentation `cfg` asks for (`build_augment` with its knobs), or `None` when `augment` is off."""
+    if not cfg.augment:
+        return None
+    return build_augment(cfg.image_size, cfg.color_jitter, cfg.random_erasing, cfg.rand_augment)
 
 
 def build_mixup(alpha: float, num_classes: int) -> v2.MixUp | None:
@@ -284,7 +296,7 @@ def _train(
     steps = max(1, (len(sampler) + cfg.batch_size - 1) // cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=min(0.3, 2 / cfg.epochs))
-    augment = build_augment(cfg.image_size, cfg.color_jitter, cfg.random_erasing) if cfg.augment else None
+    augment = augment_for(cfg)
     mixup = build_mixup(cfg.mixup_alpha, len(classes))
 
     start, best, stale, history, spent = 1, {"val_macro_f1": -1.0, "epoch": 0}, 0, [], 0.0
