@@ -241,6 +241,7 @@ def compress(
     def score(path: Path, name: str) -> dict[str, Any]:
         return evaluate(path, run_dir, out / "eval" / name, split=split, threads=threads)
 
+    transform = run_augment(meta)
     rows = [_row("original", "float32", 0.0, checkpoint, score(checkpoint, "original"), None)]
     ref = rows[0]
     for amount in tqdm(sorted(sparsities), desc="prune", unit="level", disable=not progress):
@@ -250,7 +251,7 @@ def compress(
             global_prune(pruned, amount)
         val = finetune(
             pruned, cache, splits["train"], splits["val"], epochs=finetune_epochs, lr=lr, seed=seed,
-            transform=run_augment(meta), progress=progress,
+            transform=transform, progress=progress,
         )
         for module, param in prunable(pruned) if amount > 0 else []:
             prune.remove(module, param)  # bake the mask in: plain dense weights with zeros

@@ -72,7 +72,7 @@ class Config:
     ema_decay: float = 0.999  # validate and save an exponential moving average of the weights; 0 turns it off
     augment: bool = True
     color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]; measured: 0.5 worse
-    rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30) after the colour jitter
+    rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30); measured: 9 worse (README)
     random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing); measured: 0.25 worse (README)
     mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp); measured: 0.2 worse
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
@@ -97,14 +97,19 @@ class Config:
         return cls().replace(**data)
 
     @classmethod
+    def field_names(cls) -> set[str]:
+        """The names of every config key."""
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """A config from a saved dict (a checkpoint's `config`), ignoring keys this version no longer has."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = cls.field_names()
         return cls().replace(**{k: v for k, v in data.items() if k in names})
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed; `None` values are ignored (handy for CLI flags)."""
-        names = {f.name for f in dataclasses.fields(self)}
+        names = self.field_names()
         unknown = sorted(set(changes) - names)
         if unknown:
             raise UserError(f"unknown config key(s) {unknown}; valid keys: {sorted(names)}")

@@ -99,8 +99,8 @@ class ConvKAN(nn.Module):
             _dw_block(a, b, pool_first=pool_first, strided=i < strided)
             for i, (a, b) in enumerate(zip(channels[:-1], channels[1:]))
         ]
-        mid = [_Residual(_dw_block(channels[-2], channels[-2], pool=False)) for _ in range(mid_blocks)]
-        blocks = blocks[:-1] + mid + blocks[-1:]
+        # mid_blocks residual blocks go before the last downsampling block, at its input width
+        blocks[-1:-1] = [_Residual(_dw_block(channels[-2], channels[-2], pool=False)) for _ in range(mid_blocks)]
         blocks += [_Residual(_dw_block(channels[-1], channels[-1], pool=False)) for _ in range(tail_blocks)]
         self.features = nn.Sequential(*stem, *blocks, GlobalAvgPool())
         self.dropout = nn.Dropout(dropout)
