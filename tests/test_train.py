@@ -86,14 +86,14 @@ def test_class_weights_are_inverse_frequencies() -> None:
 
 
 def test_augmentation_knobs_reach_the_transforms() -> None:
-    default = build_augment(SIZE).transforms
+    default = build_augment().transforms
     assert not any(isinstance(t, v2.RandomErasing) for t in default)
     assert next(t for t in default if isinstance(t, v2.ColorJitter)).brightness == (0.7, 1.3)
-    tuned = build_augment(SIZE, erasing=0.5, jitter=0.4).transforms
+    tuned = build_augment(erasing=0.5, jitter=0.4).transforms
     assert next(t for t in tuned if isinstance(t, v2.ColorJitter)).contrast == pytest.approx((0.6, 1.4))
     assert next(t for t in tuned if isinstance(t, v2.RandomErasing)).p == 0.5
     assert not any(isinstance(t, v2.RandAugment) for t in default)
-    rand = next(t for t in build_augment(SIZE, rand_augment=7).transforms if isinstance(t, v2.RandAugment))
+    rand = next(t for t in build_augment(rand_augment=7).transforms if isinstance(t, v2.RandAugment))
     assert (rand.num_ops, rand.magnitude) == (2, 7)
     assert augment_for(Config(augment=False)) is None
     from_cfg = augment_for(Config(color_jitter=0.2, rand_augment=5)).transforms

@@ -81,7 +81,6 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def build_augment(
-    image_size: int,
     jitter: float = Config.color_jitter,
     erasing: float = Config.random_erasing,
     rand_augment: int = Config.rand_augment,
@@ -92,7 +91,6 @@ def build_augment(
 
     No horizontal flip: a mirrored hand is a left hand, and some signs differ only by orientation.
     """
-    del image_size  # the transforms are relative; kept for a stable signature
     return v2.Compose([
         v2.RandomAffine(degrees=12, translate=(0.1, 0.1), scale=(0.85, 1.15)),
         v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
@@ -105,7 +103,7 @@ def augment_for(cfg: Config) -> v2.Compose | None:
     """The training augmentation `cfg` asks for (`build_augment` with its knobs), or `None` when `augment` is off."""
     if not cfg.augment:
         return None
-    return build_augment(cfg.image_size, cfg.color_jitter, cfg.random_erasing, cfg.rand_augment)
+    return build_augment(cfg.color_jitter, cfg.random_erasing, cfg.rand_augment)
 
 
 def build_mixup(alpha: float, num_classes: int) -> v2.MixUp | None:
