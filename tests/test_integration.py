@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -15,18 +16,28 @@ pytestmark = pytest.mark.integration
 
 def test_merge_and_preprocess_real_slice(data_root, tmp_path):
     sources = sorted(p for p in data_root.iterdir() if p.is_dir())
-    assert {s.name for s in sources} >= {"asl_alphabet_subset", "massey_asl", "sign_language_digits"}
+    assert {s.name for s in sources} >= {
+        "asl_alphabet_subset", "massey_asl", "sign_language_digits", "asl_users_mon95", "asl_fingerspelling_4signers"
+    }
     out = tmp_path / "data_merged"
     report = merge(sources, out, limit_per_class=4)
     rows = read_manifest(out)
-    # 26 letters + space from the alphabet source, 36 Massey classes, 10 digit classes; 4 files each
-    assert report.n_merged == len(rows) == 4 * (27 + 36 + 10)
+    # 26 letters + space from the alphabet source, 36 Massey classes, 10 digit classes, 24 letters (no j, z)
+    # of the seven users, 26 letters of the four signers (Space_variant is not a class); 4 files each
+    assert report.n_merged == len(rows) == 4 * (27 + 36 + 10 + 24 + 26)
     assert {r["class"] for r in rows} == set("0123456789abcdefghijklmnopqrstuvwxyz") | {"space"}
     assert {r["source"] for r in rows} == {s.name for s in sources}
     assert any(u.endswith("del") for u in report.unknown_folders)
+    assert any(u.endswith("Space_variant") for u in report.unknown_folders)
+    assert not {r["class"] for r in rows if r["source"] == "asl_users_mon95"} & {"j", "z"}
     assert all(r["group"].startswith("massey_asl:hand") for r in rows if r["source"] == "massey_asl")
     # an evenly spaced slice reaches several Massey signers, not just the first one
     assert {r["group"] for r in rows if r["source"] == "massey_asl"} >= {"massey_asl:hand1", "massey_asl:hand2"}
+    # the new sources are grouped by person: `User10_A0.jpg` -> user10, `signer3_17.jpg` -> signer3
+    person = {"asl_users_mon95": r"asl_users_mon95:user\d+", "asl_fingerspelling_4signers": r"asl_fingerspelling_4signers:signer[1-4]"}
+    for source, pattern in person.items():
+        groups = {r["group"] for r in rows if r["source"] == source}
+        assert len(groups) >= 3 and all(re.fullmatch(pattern, g) for g in groups), (source, groups)
 
     result = preprocess(out, tmp_path / "run", size=64)
     cache = Cache.load(result.cache_path)
