@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
 from asl_tinyml.evaluate import evaluate
-from asl_tinyml.fusion import LandmarkPredictor, choose_weight, export_landmark_onnx, fuse_proba, fused_folds
+from asl_tinyml.fusion import LandmarkPredictor, choose_weight, fuse_proba, fused_folds
+from asl_tinyml.hands import LEFT, NO_HAND
 from asl_tinyml.inference import load_predictor
-from asl_tinyml.landmarks import LEFT, NO_HAND, LandmarkCache, landmark_folds, train_landmarks
+from asl_tinyml.landmarks import LandmarkCache, export_landmark_onnx, landmark_folds, train_landmarks
 from asl_tinyml.models import create_model, save_checkpoint
 from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.train import folds_dir

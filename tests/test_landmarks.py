@@ -11,19 +11,17 @@ from hypothesis import strategies as st
 
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
-from asl_tinyml.landmarks import (
+from asl_tinyml.hands import (
     LEFT,
     NO_HAND,
     PALM_MCPS,
     RIGHT,
-    LandmarkCache,
     canonical_points,
-    detection_rates,
     feature_size,
     normalize_landmarks,
     pad_image,
-    train_landmark_model,
 )
+from asl_tinyml.landmarks import LandmarkCache, detection_rates, train_landmark_model
 from asl_tinyml.models import count_parameters, create_model
 from asl_tinyml.preprocess import Cache
 
@@ -113,7 +111,7 @@ def mediapipe():
 
 
 def test_no_hand_in_noise_or_a_broken_file(tmp_path, mediapipe):
-    from asl_tinyml.landmarks import extract_landmarks, image_features
+    from asl_tinyml.hands import extract_landmarks, image_features
 
     noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     broken = tmp_path / "broken.jpg"
@@ -165,7 +163,7 @@ def test_landmark_cache_must_match_the_run(tmp_path, mediapipe):
 
 @pytest.mark.integration
 def test_mediapipe_finds_real_hands(data_root, mediapipe):
-    from asl_tinyml.landmarks import extract_landmarks
+    from asl_tinyml.hands import extract_landmarks
 
     files = []
     picks = (("massey_asl", ("a", "b", "5", "l", "y")), ("sign_language_digits", ("2", "3", "4", "5", "7")))

@@ -9,7 +9,12 @@ import torch
 
 from asl_tinyml.config import UserError
 from asl_tinyml.models import (
-    FastKANLayer, count_parameters, create_model, list_models, load_checkpoint, save_checkpoint,
+    FastKANLayer,
+    count_parameters,
+    create_model,
+    list_models,
+    load_checkpoint,
+    save_checkpoint,
 )
 from asl_tinyml.models.fastkan import RadialBasis
 

@@ -19,8 +19,15 @@ from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.train import (
-    HISTORY_COLUMNS, augment_for, build_augment, build_mixup, class_weights, ema_model, leave_one_signer_out,
-    should_stop, train,
+    HISTORY_COLUMNS,
+    augment_for,
+    build_augment,
+    build_mixup,
+    class_weights,
+    ema_model,
+    leave_one_signer_out,
+    should_stop,
+    train,
 )
 
 SIZE = 16

@@ -368,7 +368,11 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
     import json
 
     from .landmarks import (
-        LANDMARKS_NAME, build_landmark_cache, export_landmark_model, format_detection_report, landmark_folds,
+        LANDMARKS_NAME,
+        build_landmark_cache,
+        export_landmark_model,
+        format_detection_report,
+        landmark_folds,
         train_landmarks,
     )
 

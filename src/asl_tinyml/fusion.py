@@ -112,7 +112,7 @@ class LandmarkPredictor:
 
     def hands_for_files(self, paths: list[str | Path], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(features, found) of image files, detected with MediaPipe Hands (an unreadable file: not found)."""
-        from .landmarks import image_features
+        from .hands import image_features
 
         return image_features(paths, mirror=self.mirror, distances=self.distances, progress=progress)
 
@@ -145,24 +145,6 @@ class FusedPredictor:
     def predict_proba(self, images: np.ndarray, features: np.ndarray, found: np.ndarray) -> np.ndarray:
         """uint8 images (N, S, S, 3) and their landmark features/found mask -> fused probabilities (N, C)."""
         return fuse_proba(self.pixel.predict_proba(images), self.landmark.predict_proba(features), found, self.weight)
-
-
-def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path: str | Path | None = None,
-                         calibration: np.ndarray | None = None) -> dict[str, Path]:
-    """A landmark checkpoint -> float ONNX (input (N, F) features) and, with `int8_path` and calibration
-    features (N, F) float32, a static int8 QDQ copy. Both carry `input: landmarks` and the feature recipe."""
-    from .export import quantize_onnx, save_onnx
-    from .models import load_checkpoint
-
-    model, meta = load_checkpoint(checkpoint)
-    if meta.get("input") != LANDMARK_INPUT:
-        raise UserError(f"{checkpoint} is not a hand-landmark model; export pixel models with `asl-tinyml export`")
-    out = {"onnx": save_onnx(model, meta, out_path, full_check=True)}
-    if int8_path is not None:
-        if calibration is None or len(calibration) == 0:
-            raise UserError("int8 export of a landmark model needs calibration features (a run's landmark cache)")
-        out["onnx_int8"] = quantize_onnx(out["onnx"], int8_path, np.asarray(calibration, np.float32), per_channel=False)
-    return out
 
 
 # --- held-out folds --------------------------------------------------------------------------------------
