@@ -57,8 +57,10 @@ def test_compute_metrics_matches_hand_computed_values() -> None:
     assert m["top3_accuracy"] == 1.0
     assert m["log_loss"] == pytest.approx(-np.mean([math.log(p) for p in (0.7, 0.3, 0.8, 0.5, 0.8, 0.4)]), rel=1e-6)
     # s1: [a a b] -> [a b b]: F1 a 2/3, b 2/3; s2: [b c c] -> [b c a]: F1 b 1, c 2/3 (a: not in s2's truth)
-    assert m["per_source"]["s1"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "macro_f1": 2 / 3})
-    assert m["per_source"]["s2"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "macro_f1": (1 + 2 / 3) / 2})
+    assert m["per_source"]["s1"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "twin_aware_accuracy": 2 / 3, "macro_f1": 2 / 3})
+    assert m["per_source"]["s2"] == pytest.approx(
+        {"n": 3, "accuracy": 2 / 3, "twin_aware_accuracy": 2 / 3, "macro_f1": (1 + 2 / 3) / 2}
+    )
     assert m["confusion_matrix"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
     assert {(c["true"], c["pred"], c["count"]) for c in m["top_confusions"]} == {("a", "b", 1), ("c", "a", 1)}
 
@@ -159,7 +161,8 @@ def test_run_folder_labels_are_mapped_to_the_model_by_class_name(tmp_path: Path)
     m = evaluate("fake.pt", run, tmp_path / "out", predictor=_ColourPredictor(["a", "b", "c", "space"]))
     assert m["n"] == 4 and m["split"] == "test"
     assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0
-    assert m["per_source"] == {"s1": {"n": 2, "accuracy": 1.0, "macro_f1": 1.0}, "s2": {"n": 2, "accuracy": 1.0, "macro_f1": 1.0}}
+    perfect = {"n": 2, "accuracy": 1.0, "twin_aware_accuracy": 1.0, "macro_f1": 1.0}
+    assert m["per_source"] == {"s1": perfect, "s2": perfect}
     assert "confident mistakes" not in m["figures"]  # no mistake to show
     m_all = evaluate("fake.pt", run, tmp_path / "out", split="all", predictor=_ColourPredictor(["a", "b", "c", "space"]))
     assert m_all["n"] == 12

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
 from asl_tinyml.evaluate import evaluate
-from asl_tinyml.fusion import LandmarkPredictor, choose_weight, fuse_proba, fused_folds
+from asl_tinyml.fusion import DEFAULT_WEIGHT, LandmarkPredictor, choose_weight, fuse_proba, fused_folds
 from asl_tinyml.hands import LEFT, NO_HAND
 from asl_tinyml.inference import load_predictor
 from asl_tinyml.landmarks import LandmarkCache, export_landmark_onnx, landmark_folds, train_landmarks
@@ -126,12 +126,17 @@ def test_landmark_model_files_round_trip_and_refuse_the_wrong_slot(run: Path, tm
         LandmarkPredictor(broken)
 
 
-def test_fused_evaluate_scores_every_image_and_chooses_its_weight_on_val(run: Path, tmp_path: Path) -> None:
+def test_fused_evaluate_scores_every_image_with_the_weight_the_landmark_file_records(run: Path, tmp_path: Path) -> None:
     pixel = _untrained_pixel_model(tmp_path / "chance.pt")
     alone = evaluate(pixel, run, tmp_path / "alone")
     fused = evaluate(pixel, run, tmp_path / "fused", landmark_model=run / "train" / "landmark_fastkan" / "best.pt")
     assert fused["n"] == alone["n"] == 24 and fused["hand_found"] == 20  # 1 in 8 per class has no hand
-    assert fused["fusion_weight"] >= 0.5 and set(fused["fusion_weight_scores"]) >= {"0.0", "1.0"}
+    assert fused["fusion_weight"] == DEFAULT_WEIGHT  # a checkpoint records no weight: never chosen on in-source val
+    ckpt = run / "train" / "landmark_fastkan" / "best.pt"
+    features, found = LandmarkPredictor(ckpt).hands_for_run(run)
+    shipped = export_landmark_onnx(ckpt, tmp_path / "lm.onnx", None, fusion_weight=0.9)["onnx"]
+    assert LandmarkPredictor(shipped).fusion_weight == 0.9
+    assert evaluate(pixel, run, tmp_path / "f9", landmark_model=shipped)["fusion_weight"] == 0.9
     assert alone["accuracy"] < 0.4 and fused["accuracy"] >= 0.7  # landmarks rescue the images with a hand (20 of 24)
     saved = json.loads((tmp_path / "fused" / "metrics.json").read_text())
     assert saved["landmark_model"].endswith("best.pt") and saved["params"] > alone["params"]
@@ -140,18 +145,22 @@ def test_fused_evaluate_scores_every_image_and_chooses_its_weight_on_val(run: Pa
     assert fixed["accuracy"] == alone["accuracy"]  # weight 0 is the pixel model alone
 
 
-def test_fused_folds_use_each_folds_own_models(run: Path) -> None:
-    rows = landmark_folds(run, "signer", epochs=20, patience=20, progress=False)
-    assert [r["fold"] for r in rows] == ["hand1", "hand2", "hand3"]
+def test_fused_folds_use_each_folds_own_models_and_a_weight_from_the_other_folds(run: Path) -> None:
+    rows = landmark_folds(run, "person", epochs=20, patience=20, progress=False)
+    assert [r["fold"] for r in rows] == ["people1", "people2", "people3"]  # three signers, one per fold
+    assert [set(r["per_person"]) for r in rows] == [{f"massey_asl:hand{k}"} for k in (1, 2, 3)]
     for r in rows:  # no real pixel fold models needed here: one chance-level model stands in for each
-        _untrained_pixel_model(folds_dir(run, "convkan", "signer") / r["fold"] / "best.pt")
-    fused = fused_folds(run, "signer")
-    assert [r["fold"] for r in fused] == ["hand1", "hand2", "hand3"]
+        _untrained_pixel_model(folds_dir(run, "convkan", "person") / r["fold"] / "best.pt")
+    fused = fused_folds(run, "person")
+    assert [r["fold"] for r in fused] == ["people1", "people2", "people3"]
     assert all(r["n_images"] == 32 and r["hand_found"] == 28 and r["accuracy"] >= 0.8 for r in fused)
-    assert json.loads((run / "train" / "fused-loso" / "folds.json").read_text()) == fused
-    shutil.rmtree(folds_dir(run, "landmark_fastkan", "signer"))
-    with pytest.raises(UserError, match="landmark_fastkan-loso/hand1/best.pt not found"):
-        fused_folds(run, "signer")
+    # the weight is chosen on the other folds' held-out images: there pixels are at chance, landmarks right
+    assert all(r["weight"] >= 0.6 and r["pixel_accuracy"] < 0.5 for r in fused)
+    assert json.loads((run / "train" / "fused-lopo" / "folds.json").read_text()) == fused
+    assert json.loads((run / "train" / "fused-lopo" / "weight.json").read_text())["weight"] >= 0.6
+    shutil.rmtree(folds_dir(run, "landmark_fastkan", "person"))
+    with pytest.raises(UserError, match="landmark_fastkan-lopo/people1/best.pt not found"):
+        fused_folds(run, "person")
 
 
 def test_cli_evaluate_with_a_landmark_model(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -184,6 +193,6 @@ def test_fused_predict_falls_back_to_pixels_without_a_hand(run: Path, tmp_path: 
     assert [r.get("probs") for r in fused[:4]] == [r["probs"] for r in alone[:4]]  # so the pixel model decides
     assert "error" in fused[4] and fused[4]["file"].endswith("notes.txt")
     assert main(["predict", str(tmp_path / "photos"), "--model", str(pixel), "--landmark-model", str(lm)]) == 0
-    assert capsys.readouterr().out.count("[no hand: pixels only]") == 4
+    assert capsys.readouterr().out.count("[no hand found: centre crop, pixels only]") == 4
     with pytest.raises(UserError, match="is not a hand-landmark model"):
         list(predict_paths([tmp_path / "photos"], pixel, landmark_model=pixel))

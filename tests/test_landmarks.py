@@ -181,11 +181,11 @@ def test_mediapipe_finds_real_hands(data_root, mediapipe):
     assert set(handedness[found].tolist()) <= {LEFT, RIGHT}
 
 
-def test_train_and_loso_on_a_synthetic_landmark_run(tmp_path):
-    """train_landmarks/landmark_loso: found-only training, a loadable checkpoint, misses scored as errors."""
+def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
+    """train_landmarks/landmark_folds: found-only training, a loadable checkpoint, misses scored as errors."""
     import json
 
-    from asl_tinyml.landmarks import landmark_loso, train_landmarks
+    from asl_tinyml.landmarks import landmark_folds, train_landmarks
     from asl_tinyml.models import load_checkpoint
     from asl_tinyml.preprocess import save_splits
 
@@ -218,10 +218,10 @@ def test_train_and_loso_on_a_synthetic_landmark_run(tmp_path):
     assert meta["input"] == "landmarks" and meta["classes"] == classes 
     assert json.loads((run / "train" / "landmark_fastkan" / "metrics.json").read_text())["params"] < 20_000
 
-    rows = landmark_loso(run, epochs=10, patience=10, progress=False)
-    assert [r["fold"] for r in rows] == ["hand1", "hand2", "hand3"]
+    rows = landmark_folds(run, "person", epochs=10, patience=10, progress=False)
+    assert [r["fold"] for r in rows] == ["people1", "people2", "people3"]
     assert all(r["images"] == 90 for r in rows) and all(r["accuracy"] >= 0.9 for r in rows)
-    loso = run / "train" / "landmark_fastkan-loso"
-    assert json.loads((loso / "folds.json").read_text()) == rows
-    _, meta = load_checkpoint(loso / "hand2" / "best.pt")  # every fold's model is kept, for the fused predictor
-    assert meta["metrics"]["fold"] == "hand2" and meta["input"] == "landmarks"
+    lopo = run / "train" / "landmark_fastkan-lopo"
+    assert json.loads((lopo / "folds.json").read_text()) == rows
+    _, meta = load_checkpoint(lopo / "people2" / "best.pt")  # every fold's model is kept, for the fused predictor
+    assert meta["metrics"]["fold"] == "people2" and meta["input"] == "landmarks"

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from asl_tinyml.cli import main
+from asl_tinyml.images import load_image
 from asl_tinyml.inference import load_predictor
-from asl_tinyml.preprocess import Cache, load_image
+from asl_tinyml.preprocess import Cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

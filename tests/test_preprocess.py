@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from asl_tinyml.config import UserError
+from asl_tinyml.images import load_image
 from asl_tinyml.merge import merge, read_manifest
-from asl_tinyml.preprocess import Cache, grouped_split, load_image, load_splits, preprocess, to_float
+from asl_tinyml.preprocess import Cache, grouped_split, load_splits, preprocess, to_float
 
 from .helpers import write_image
 
@@ -135,19 +136,34 @@ def test_grouped_split_never_leaks_a_group(items, seed):
     assert len(splits["train"]) >= len(splits["test"])
 
 
-def test_signer_folds_never_train_on_the_held_out_signer() -> None:
-    from asl_tinyml.preprocess import signer_folds
+def test_person_ids_follow_the_file_names_and_one_person_sources() -> None:
+    from asl_tinyml.preprocess import person_ids
 
-    groups = np.array(["massey_asl:hand1"] * 4 + ["massey_asl:hand2"] * 4 + ["massey_asl:hand3"] * 2 + ["alpha:0"] * 6)
+    groups = np.array(["massey_asl:hand3", "asl_users_mon95:user10", "asl_fingerspelling_4signers:signer2",
+                       "sign_sequences:session-cam", "asl_alphabet_subset:A12", "sign_language_digits:IMG_11"])
+    sources = np.array([g.split(":")[0] for g in groups])
+    assert person_ids(groups, sources).tolist() == [
+        "massey_asl:hand3", "asl_users_mon95:user10", "asl_fingerspelling_4signers:signer2",
+        "sign_sequences:session-cam", "asl_alphabet_subset", "",  # one-person source; unnamed students
+    ]
+
+
+def test_person_folds_hold_every_person_out_once_and_never_train_on_them() -> None:
+    from asl_tinyml.preprocess import person_folds
+
+    persons = np.array(["a:hand1"] * 4 + ["a:hand2"] * 4 + ["b:user3"] * 2 + [""] * 6)
     splits = {"train": np.array([0, 1, 4, 5, 10, 11, 12]), "val": np.array([2, 6, 13]), "test": np.array([8, 9, 14, 15])}
-    folds = signer_folds(groups, splits)
-    assert [f.name for f in folds] == ["hand1", "hand2", "hand3"]
-    for f in folds:
-        held = groups[f.test]
-        assert len(set(held)) == 1 and not np.isin(groups[np.union1d(f.train, f.val)], held[0]).any()
-    assert folds[2].train.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12]  # other signers' val/test images train too
-    with pytest.raises(UserError, match="at least two signers"):
-        signer_folds(np.array(["alpha:0", "massey_asl:hand1"]), splits)
+    folds = person_folds(persons, splits, k=2)
+    assert [f.name for f in folds] == ["people1", "people2"]
+    held = [set(persons[f.test]) for f in folds]
+    assert held[0] | held[1] == {"a:hand1", "a:hand2", "b:user3"} and not held[0] & held[1]  # each person once
+    for f, h in zip(folds, held):
+        assert not np.isin(persons[np.union1d(f.train, f.val)], list(h)).any()
+    # largest first into the lightest fold (hand1, hand2, then user3 into fold 1); other people's val/test
+    # images train too, unknown people's rows stay where the splits put them
+    assert folds[0].test.tolist() == [0, 1, 2, 3, 8, 9] and folds[0].train.tolist() == [4, 5, 6, 7, 10, 11, 12]
+    with pytest.raises(UserError, match="at least two known people"):
+        person_folds(np.array(["", "a:hand1"]), splits)
 
 
 def test_source_folds_score_only_the_classes_the_other_sources_hold() -> None:

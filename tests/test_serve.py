@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
+from asl_tinyml.images import load_image
 from asl_tinyml.inference import load_predictor
 from asl_tinyml.models import create_model, save_checkpoint
-from asl_tinyml.preprocess import load_image
 from asl_tinyml.serve import RateLimiter, ServeSettings, create_app, run_server, top_k
 from asl_tinyml.spelling import SpellingConfig, apply_label
 
@@ -309,8 +309,12 @@ def test_the_app_also_serves_a_pt_checkpoint(tmp_path: Path) -> None:
 
 def test_missing_model_is_a_one_line_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "models" / "asl_fastkan_int8.onnx"
-    with pytest.raises(UserError, match="asl-tinyml pipeline"):
+    with pytest.raises(UserError, match="not found; pass a best.pt .* or an .onnx from `asl-tinyml export`"):
         run_server(missing)
     assert main(["serve", "--model", str(missing), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(missing) in err and "asl-tinyml export" in err
+    # no --model: the shipped predictor in --models-dir, which the pipeline makes
+    assert main(["serve", "--models-dir", str(tmp_path / "models"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no shipped model in" in err and "asl-tinyml pipeline" in err

@@ -25,9 +25,9 @@ from asl_tinyml.train import (
     build_mixup,
     class_weights,
     ema_model,
-    leave_one_signer_out,
     should_stop,
     train,
+    train_folds,
 )
 
 SIZE = 16
@@ -234,12 +234,14 @@ def test_resume_without_last_checkpoint_is_a_user_error(run: Path, tmp_path: Pat
         train(tiny_cfg(), run, tmp_path / "none", resume=True, progress=False)
 
 
-def test_leave_one_signer_out(run: Path, tmp_path: Path) -> None:
-    results = leave_one_signer_out(tiny_cfg(epochs=6), run, tmp_path / "loso", progress=False)
-    assert [r["fold"] for r in results] == ["hand1", "hand2", "hand3"]
-    assert all(r["kind"] == "signer" and r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
-    assert json.loads((tmp_path / "loso" / "folds.json").read_text()) == results
-    assert len(_history(tmp_path / "loso" / "hand1" / "history.csv")) == 6
+def test_leave_people_out(run: Path, tmp_path: Path) -> None:
+    results = train_folds(tiny_cfg(epochs=6), run, "person", tmp_path / "lopo", progress=False)
+    assert [r["fold"] for r in results] == ["people1", "people2", "people3"]  # three signers, one fold each
+    assert all(r["kind"] == "person" and r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
+    assert [list(r["per_person"]) for r in results] == [[f"massey_asl:hand{k}"] for k in (1, 2, 3)]
+    assert all(r["per_person"][f"massey_asl:hand{k}"]["accuracy"] == r["accuracy"] for k, r in zip((1, 2, 3), results))
+    assert json.loads((tmp_path / "lopo" / "folds.json").read_text()) == results
+    assert len(_history(tmp_path / "lopo" / "people1" / "history.csv")) == 6
 
 
 def test_cli_train_prints_a_summary_and_reports_bad_input(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

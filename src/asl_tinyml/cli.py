@@ -53,14 +53,23 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder for cache.npz and splits.json")
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hand-crop", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop each image to its MediaPipe hand (default: on when the landmarks extra is installed)")
+    p.add_argument("--hand-cache", type=Path, default=None,
+                   help="detections by image hash, reused across runs (default: hands.npz beside the run folder)")
     p.set_defaults(func=_cmd_preprocess)
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .pipeline import landmarks_available
     from .preprocess import preprocess
 
-    result = preprocess(args.merged, args.out, size=args.size, seed=args.seed)
-    print(f"cached {result.n_images} images at {args.size}x{args.size} in {result.cache_path}")
+    hand_crop = landmarks_available() if args.hand_crop is None else args.hand_crop
+    hand_cache = args.hand_cache or Config(run_dir=str(args.out)).hand_cache_path()
+    result = preprocess(args.merged, args.out, size=args.size, seed=args.seed, hand_crop=hand_crop,
+                        hand_cache=hand_cache, margin=Config.crop_margin)
+    crops = f", {result.hands_found} cropped to a detected hand" if result.hands_found is not None else ", centre crops"
+    print(f"cached {result.n_images} images at {args.size}x{args.size}{crops} in {result.cache_path}")
     print("splits: " + ", ".join(f"{k} {v}" for k, v in result.split_sizes.items()) + f" -> {result.splits_path}")
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}")
@@ -88,22 +97,30 @@ def _cmd_eda(args: argparse.Namespace) -> int:
 # --- evaluate ----------------------------------------------------------------------------------------
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a .pt or .onnx model: metrics.json, report.md and PNG figures")
-    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint or an .onnx export")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a .pt checkpoint or an .onnx export (default: the shipped predictor in --models-dir)")
     p.add_argument("--data", type=Path, required=True, help="a run folder (cache.npz + splits.json) or a folder of class folders")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="split of a run folder (default: test)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/<model> for a run folder, else ./eval)")
     p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: every usable core)")
     p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
-    _add_fusion_arguments(p, "(default: chosen on the run's val split; 0.7 for a folder)")
+    _add_fusion_arguments(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _add_fusion_arguments(p: argparse.ArgumentParser, weight_default: str) -> None:
+def _add_fusion_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that choose the predictor: shipped default, or a pixel model with an optional landmark model."""
     p.add_argument("--landmark-model", type=Path, default=None,
-                   help="a landmark_fastkan .pt/.onnx: score the fused predictor (landmarks where a hand is found)")
+                   help="a landmark_fastkan .pt/.onnx: the fused predictor (landmarks where a hand is found; "
+                   "default with no --model: models/asl_landmarks_int8.onnx when it exists)")
     p.add_argument("--fusion-weight", type=float, default=None,
-                   help=f"weight of the landmark model in [0, 1] where a hand is found {weight_default}")
+                   help="weight of the landmark model in [0, 1] where a hand is found (default: the one the "
+                   "landmark file records, chosen on held-out sources)")
+    p.add_argument("--classes", choices=["all", "letters", "digits"], default="all",
+                   help="restrict the answers: letters (a-z, space) or digits (0-9) tell ASL twins like o/0 apart")
+    p.add_argument("--models-dir", type=Path, default=Path("models"),
+                   help="where the shipped models are (default: models)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -113,7 +130,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(
         args.model, args.data, args.out, split=args.split, train_dir=args.train_dir, threads=args.threads,
-        landmark_model=args.landmark_model, fusion_weight=args.fusion_weight,
+        landmark_model=args.landmark_model, fusion_weight=args.fusion_weight, classes=args.classes,
+        models_dir=args.models_dir,
     )
     print(json.dumps(metrics, indent=2) if args.json else format_summary(metrics))
     return 0
@@ -129,10 +147,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {Config.lr})")
     p.add_argument("--seed", type=int, default=None, help=f"weights and augmentation draws (default: {Config.seed})")
     p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields (e.g. ema_decay: 0 turns the weight average off)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-loso)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-lopo, RUN/train/MODEL-loso)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--loso", action="store_true", help="leave-one-signer-out over the Massey signers instead")
-    p.add_argument("--loso-source", action="store_true", help="leave-one-source-out (on the classes the sources share) instead")
+    p.add_argument("--lopo", action="store_true",
+                   help="leave people out instead: every known person held out once, in `person_folds` folds")
+    p.add_argument("--loso", action="store_true", help="leave-one-source-out (on the classes the sources share) instead")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a model constructor option, e.g. input_size=224 for efficientnet_lite0 (repeatable)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow (needs `pip install mlflow`; ./mlruns)")
@@ -159,9 +179,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     cfg = cfg.replace(run_dir=str(args.run))
-    if args.loso or args.loso_source:
-        for kind in ["signer"] * args.loso + ["source"] * args.loso_source:
-            out = args.out / kind if args.out and args.loso and args.loso_source else args.out
+    if args.lopo or args.loso:
+        for kind in ["person"] * args.lopo + ["source"] * args.loso:
+            out = args.out / kind if args.out and args.lopo and args.loso else args.out
             for r in train_folds(cfg, args.run, kind, out):
                 print(f"held-out {kind} {r['fold']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
                       f"({r['n_images']} images)")
@@ -274,20 +294,17 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 # --- predict -----------------------------------------------------------------------------------------
-DEFAULT_PREDICT_MODEL = Path("models/asl_fastkan_int8.onnx")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders (top-k labels); exit 1 if none was read")
     p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
-    p.add_argument(
-        "--model", type=Path, default=DEFAULT_PREDICT_MODEL,
-        help=f"a .pt or .onnx model (default: {DEFAULT_PREDICT_MODEL})",
-    )
+    p.add_argument("--model", type=Path, default=None,
+                   help="a .pt or .onnx pixel model (default: the shipped predictor in --models-dir)")
     p.add_argument("--topk", type=int, default=3, help="labels per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
-    _add_fusion_arguments(p, "(default: 0.7, chosen on the shared data's val split)")
+    _add_fusion_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -295,10 +312,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import format_row, predict_paths
 
     ok = failed = 0
-    from .fusion import DEFAULT_WEIGHT
-
-    weight = DEFAULT_WEIGHT if args.fusion_weight is None else args.fusion_weight
-    rows = predict_paths(args.paths, args.model, args.topk, args.threads, args.landmark_model, weight)
+    rows = predict_paths(args.paths, args.model, args.topk, args.threads, args.landmark_model, args.fusion_weight,
+                         args.classes, args.models_dir)
     for row in rows:
         print(format_row(row, args.json), flush=True)
         ok, failed = ok + ("error" not in row), failed + ("error" in row)
@@ -354,12 +369,19 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pad", type=float, default=0.5, help="border added around each image, x its longer side (default: 0.5)")
     p.add_argument("--no-retry", action="store_true", help="one attempt per image (no lighter model, no unpadded retry)")
     p.add_argument("--reuse", action="store_true", help="keep an existing RUN/landmarks.npz instead of re-detecting")
+    p.add_argument("--hand-cache", type=Path, default=None,
+                   help="detections by image hash, reused across runs (default: hands.npz beside the run folder)")
     p.add_argument("--train", action="store_true", help="then train landmark_fastkan and score the test split")
-    p.add_argument("--loso", action="store_true", help="then leave one Massey signer out with landmark_fastkan")
-    p.add_argument("--loso-source", action="store_true", help="then leave one source out with landmark_fastkan")
+    p.add_argument("--lopo", action="store_true", help="then leave people out with landmark_fastkan")
+    p.add_argument("--loso", action="store_true", help="then leave one source out with landmark_fastkan")
+    p.add_argument("--sequences", type=Path, default=None,
+                   help="a letters.npz whose static letters also train the model (default: the shared sequences)")
     p.add_argument("--export", type=Path, default=None, metavar="DIR",
                    help="then write asl_landmarks.onnx and asl_landmarks_int8.onnx of the trained model into DIR")
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--fusion-weight", type=float, default=None,
+                   help="landmark weight the exported files record for the fused predictor (default: the one "
+                   "`compare` chose on held-out sources, else 0.7)")
+    p.add_argument("--epochs", type=int, default=Config.landmark_epochs)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_landmarks)
 
@@ -367,6 +389,7 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
 def _cmd_landmarks(args: argparse.Namespace) -> int:
     import json
 
+    from .fusion import held_out_weight
     from .landmarks import (
         LANDMARKS_NAME,
         build_landmark_cache,
@@ -377,18 +400,22 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
     )
 
     if not (args.reuse and (args.run / LANDMARKS_NAME).exists()):
-        path = build_landmark_cache(args.merged, args.run, pad_fraction=args.pad, retry=not args.no_retry)
+        hand_cache = args.hand_cache or Config(run_dir=str(args.run)).hand_cache_path()
+        path = build_landmark_cache(args.merged, args.run, hand_cache=hand_cache, pad_fraction=args.pad,
+                                    retry=not args.no_retry)
         print(f"wrote {path}")
     print(format_detection_report(args.run))
+    sequences = args.sequences or Config().landmark_sequences_path()
     if args.train:
-        metrics = train_landmarks(args.run, epochs=args.epochs, seed=args.seed)
-        print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source")}, indent=1))
-    for kind in ["signer"] * args.loso + ["source"] * args.loso_source:
-        for row in landmark_folds(args.run, kind, epochs=args.epochs, seed=args.seed):
+        metrics = train_landmarks(args.run, sequences=sequences, epochs=args.epochs, seed=args.seed)
+        print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source", "held_out_sessions")}, indent=1))
+    for kind in ["person"] * args.lopo + ["source"] * args.loso:
+        for row in landmark_folds(args.run, kind, sequences=sequences, epochs=args.epochs, seed=args.seed):
             print(f"held-out {kind} {row['fold']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
                   f"detection {row['detection_rate']:.3f}  end-to-end {row['end_to_end_accuracy']:.3f}")
     if args.export:
-        for name, path in export_landmark_model(args.run, args.export).items():
+        weight = args.fusion_weight if args.fusion_weight is not None else held_out_weight(args.run)
+        for name, path in export_landmark_model(args.run, args.export, fusion_weight=weight).items():
             print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
     return 0
 
@@ -396,8 +423,9 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
 # --- serve -------------------------------------------------------------------------------------------
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: live webcam fingerspelling page, POST /predict and WS /ws (FastAPI)")
-    p.add_argument("--model", type=Path, default=Path("models/asl_fastkan_int8.onnx"),
-                   help="an .onnx export or .pt checkpoint (default: models/asl_fastkan_int8.onnx)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="an .onnx export or .pt checkpoint (default: the shipped predictor in --models-dir)")
+    _add_fusion_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--threads", type=int, default=1, help="inference threads per request (default: 1)")
@@ -419,8 +447,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         spelling = dataclasses.replace(SpellingConfig(), **changes)
     except ValueError as exc:
         raise UserError(f"{exc}; pick another --threshold/--stable-frames") from exc
-    settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling)
-    run_server(args.model, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+    from .fusion import load_sign_predictor
+
+    settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling, classes=args.classes)
+    predictor = load_sign_predictor(args.model, args.landmark_model, models_dir=args.models_dir,
+                                    weight=args.fusion_weight, threads=args.threads)
+    run_server(predictor, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
     return 0
 
 

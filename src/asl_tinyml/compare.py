@@ -1,8 +1,9 @@
-"""One table over every model: test macro-F1, unseen signers, unseen sources, size and single-image latency.
+"""One table over every model: unseen sources, unseen people, the test split, size and single-image latency.
 
-`run_comparison` trains and scores whatever a run folder lacks (the pixel models, their leave-one-signer-out
-and leave-one-source-out folds, the landmark model and its folds, the fused predictor), exports int8 ONNX
-models, then `comparison_table` reads everything back from the files, so every figure has a file behind it.
+`run_comparison` trains and scores whatever a run folder lacks (the pixel models, their leave-one-source-out
+and leave-people-out folds, the landmark model and its folds, the fused predictor and the fusion weight
+chosen on held-out sources), exports int8 ONNX models, then `comparison_table` reads everything back from the
+files, so every figure has a file behind it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ LANDMARK, FUSED = "landmark_fastkan", "fused"
 ALL_MODELS = (*PIXEL_MODELS, LANDMARK, FUSED)
 COMPARE_DIR = "compare"
 COLUMNS = [
-    "model", "test_macro_f1", "test_accuracy", "unseen_signer_accuracy", "unseen_source_accuracy", "params",
-    "int8_bytes", "latency_ms", "notes",
+    "model", "unseen_source_accuracy", "unseen_source_min", "unseen_person_accuracy", "unseen_person_min",
+    "test_macro_f1", "test_accuracy", "params", "int8_bytes", "latency_ms", "notes",
 ]
 
 
@@ -38,6 +39,23 @@ def _read_json(path: Path) -> Any:
 
 def _mean(rows: list[dict[str, Any]] | None, key: str) -> float | None:
     return float(np.mean([r[key] for r in rows])) if rows else None
+
+
+def _min(rows: list[dict[str, Any]] | None, key: str) -> float | None:
+    return float(np.min([r[key] for r in rows])) if rows else None
+
+
+def person_accuracy(rows: list[dict[str, Any]] | None, key: str = "per_person") -> dict[str, float]:
+    """{person: accuracy} from leave-people-out folds (every person is in one fold's test set)."""
+    return {p: v["accuracy"] for r in rows or [] for p, v in r.get(key, {}).items()}
+
+
+def held_out_figures(source: list[dict[str, Any]] | None, person: list[dict[str, Any]] | None, acc: str = "accuracy",
+              per: str = "per_person") -> dict[str, float | None]:
+    people = list(person_accuracy(person, per).values())
+    return {"unseen_source_accuracy": _mean(source, acc), "unseen_source_min": _min(source, acc),
+            "unseen_person_accuracy": float(np.mean(people)) if people else None,
+            "unseen_person_min": float(np.min(people)) if people else None}
 
 
 def model_epochs(cfg: Config, model: str) -> int:
@@ -70,7 +88,7 @@ def _int8_path(run: Path, model: str) -> Path:
 
 
 def ensure_pixel_model(cfg: Config, run: Path, model: str, progress: bool = True) -> None:
-    """`train/<model>/best.pt`, `eval/<model>/metrics.json`, the signer and source folds and an int8 ONNX."""
+    """`train/<model>/best.pt`, `eval/<model>/metrics.json`, the person and source folds and an int8 ONNX."""
     from .evaluate import evaluate
     from .export import calibration_images, export_onnx, quantize_onnx
     from .train import folds_dir, train, train_folds
@@ -97,25 +115,29 @@ def ensure_pixel_model(cfg: Config, run: Path, model: str, progress: bool = True
 def ensure_landmark_and_fused(cfg: Config, run: Path, pixel: str = "convkan", progress: bool = True) -> None:
     """The landmark model, its folds, its int8 export; the fused predictor's test metrics and folds."""
     from .evaluate import evaluate
-    from .fusion import fused_folds
+    from .fusion import fused_folds, held_out_weight
     from .landmarks import LANDMARKS_NAME, export_landmark_model, landmark_folds, train_landmarks
     from .train import folds_dir
 
     if not (run / LANDMARKS_NAME).exists():
         raise UserError(f"no {run / LANDMARKS_NAME}; run `asl-tinyml landmarks --run {run}` first (MediaPipe)")
+    sequences = cfg.landmark_sequences_path()
     if not (run / "train" / LANDMARK / "best.pt").exists():
-        train_landmarks(run, seed=cfg.seed, progress=progress)
+        train_landmarks(run, sequences=sequences, seed=cfg.seed, progress=progress, epochs=cfg.landmark_epochs)
     for kind in FOLD_KINDS:
         if not (folds_dir(run, LANDMARK, kind) / "folds.json").exists():
-            landmark_folds(run, kind, seed=cfg.seed, progress=progress)
-    if not _int8_path(run, LANDMARK).exists():
-        export_landmark_model(run, run / COMPARE_DIR)
-        (run / COMPARE_DIR / "asl_landmarks_int8.onnx").replace(_int8_path(run, LANDMARK))
-    if not (run / "eval" / f"{FUSED}-{pixel}" / "metrics.json").exists():
-        evaluate(_int8_path(run, pixel), run, run / "eval" / f"{FUSED}-{pixel}", landmark_model=_int8_path(run, LANDMARK))
+            landmark_folds(run, kind, sequences=sequences, person_folds=cfg.person_folds, seed=cfg.seed,
+                           progress=progress, epochs=cfg.landmark_epochs)
     for kind in FOLD_KINDS:
         if not (folds_dir(run, FUSED, kind) / "folds.json").exists():
-            fused_folds(run, kind, pixel)
+            fused_folds(run, kind, pixel, person_folds=cfg.person_folds)
+    weight = held_out_weight(run)
+    if not _int8_path(run, LANDMARK).exists():
+        export_landmark_model(run, run / COMPARE_DIR, fusion_weight=weight)
+        (run / COMPARE_DIR / "asl_landmarks_int8.onnx").replace(_int8_path(run, LANDMARK))
+    if not (run / "eval" / f"{FUSED}-{pixel}" / "metrics.json").exists():
+        evaluate(_int8_path(run, pixel), run, run / "eval" / f"{FUSED}-{pixel}", landmark_model=_int8_path(run, LANDMARK),
+                 fusion_weight=weight)
 
 
 # --- the table ---------------------------------------------------------------------------------------------
@@ -151,7 +173,7 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
         lm_ms = latency_ms(lambda i: lm.predict_proba(feats[i % 64 : i % 64 + 1]))
     pixel_ms: dict[str, float] = {}
     for model in tqdm(models, desc="compare", unit="model", leave=False):
-        signer = _read_json(folds_dir(run, model, "signer") / "folds.json")
+        person = _read_json(folds_dir(run, model, "person") / "folds.json")
         source = _read_json(folds_dir(run, model, "source") / "folds.json")
         int8 = _int8_path(run, model)
         row: dict[str, Any] = {"model": model, "int8_bytes": int8.stat().st_size if int8.exists() else None}
@@ -160,7 +182,7 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
             if metrics is None:
                 continue
             row |= {"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"], "params": metrics["params"],
-                    "unseen_signer_accuracy": _mean(signer, "accuracy"), "unseen_source_accuracy": _mean(source, "accuracy")}
+                    **held_out_figures(source, person)}
             if int8.exists():
                 p = load_predictor(int8, threads=1, batch_size=1)
                 pixel_ms[model] = latency_ms(lambda i: p.predict_proba(images[i % len(images)]))
@@ -172,11 +194,11 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
                 continue
             ckpt_meta = _read_json(run / "train" / LANDMARK / "metrics.json") or {}
             row |= {"test_macro_f1": f1, "test_accuracy": acc, "params": ckpt_meta.get("params"),
-                    "unseen_signer_accuracy": _mean(signer, "end_to_end_accuracy"),
-                    "unseen_source_accuracy": _mean(source, "end_to_end_accuracy")}
+                    **held_out_figures(source, person, "end_to_end_accuracy")}
             if lm_ms is not None and lm_seconds is not None:
                 row["latency_ms"] = lm_ms + lm_seconds * 1000
-            row["notes"] = "MediaPipe landmarks; a missed hand counts as wrong; latency includes MediaPipe"
+            row["notes"] = ("MediaPipe landmarks; a missed hand counts as wrong; unseen sources include the landmark-only "
+                            "sign_sequences; latency includes MediaPipe")
         else:
             metrics = _read_json(run / "eval" / f"{FUSED}-{pixel}" / "metrics.json")
             if metrics is None:
@@ -186,11 +208,12 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
             lm_params = (_read_json(run / "train" / LANDMARK / "metrics.json") or {}).get("params")
             row |= {"test_macro_f1": metrics["macro_f1"], "test_accuracy": metrics["accuracy"],
                     "params": pixel_params + lm_params if pixel_params and lm_params else metrics["params"],
-                    "unseen_signer_accuracy": _mean(signer, "accuracy"), "unseen_source_accuracy": _mean(source, "accuracy"),
+                    **held_out_figures(source, person),
                     "int8_bytes": sum(p.stat().st_size for p in parts) if all(p.exists() for p in parts) else None}
             if pixel in pixel_ms and lm_ms is not None and lm_seconds is not None:
                 row["latency_ms"] = pixel_ms[pixel] + lm_ms + lm_seconds * 1000
-            row["notes"] = f"int8 {pixel} + int8 landmarks, weight {metrics.get('fusion_weight')}; latency includes MediaPipe"
+            row["notes"] = (f"int8 {pixel} + int8 landmarks, weight {metrics.get('fusion_weight')} (chosen on held-out "
+                            "sources); latency includes MediaPipe")
         rows.append({k: row.get(k) for k in COLUMNS})
     return rows
 
@@ -212,14 +235,16 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path) -> Path:
         writer.writerows(rows)
     (out_dir / "compare.json").write_text(json.dumps(rows, indent=2))
     lines = [
-        "| model | test macro-F1 | test accuracy | unseen signer (LOSO mean) | unseen source (mean) | params | int8 KiB | latency ms (1 thread) | notes |",
+        "| model | unseen source: mean (min) | unseen person: mean (min) | test macro-F1 | test accuracy | params "
+        "| int8 KiB | latency ms (1 thread) | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         kib = r["int8_bytes"] / 1024 if r["int8_bytes"] else None
         lines.append(
-            f"| {r['model']} | {_fmt(r['test_macro_f1'])} | {_fmt(r['test_accuracy'])} | {_fmt(r['unseen_signer_accuracy'])} "
-            f"| {_fmt(r['unseen_source_accuracy'])} | {_fmt(r['params'])} | {_fmt(kib, 1)} | {_fmt(r['latency_ms'], 2)} | {r['notes'] or ''} |"
+            f"| {r['model']} | {_fmt(r['unseen_source_accuracy'])} ({_fmt(r['unseen_source_min'])}) "
+            f"| {_fmt(r['unseen_person_accuracy'])} ({_fmt(r['unseen_person_min'])}) | {_fmt(r['test_macro_f1'])} "
+            f"| {_fmt(r['test_accuracy'])} | {_fmt(r['params'])} | {_fmt(kib, 1)} | {_fmt(r['latency_ms'], 2)} | {r['notes'] or ''} |"
         )
     (out_dir / "compare.md").write_text("\n".join(lines) + "\n")
     return out_dir / "compare.md"

@@ -32,16 +32,26 @@ def repo_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
-def default_data_root() -> Path | None:
-    """`$ASL_TINYML_DATA`, else `../shared/datasets` beside the working directory or the checkout."""
-    env = os.environ.get("ASL_TINYML_DATA")
+def _shared_folder(env_var: str, *parts: str) -> Path | None:
+    """`$env_var`, else `../shared/<parts>` beside the working directory or the checkout, else None."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     for base in (Path.cwd(), repo_root()):
-        candidate = (base / ".." / "shared" / "datasets").resolve()
-        if candidate.is_dir():
+        candidate = (base / ".." / "shared" / Path(*parts)).resolve()
+        if candidate.exists():
             return candidate
     return None
+
+
+def default_data_root() -> Path | None:
+    """`$ASL_TINYML_DATA`, else `../shared/datasets` beside the working directory or the checkout."""
+    return _shared_folder("ASL_TINYML_DATA", "datasets")
+
+
+def default_sequences_root() -> Path | None:
+    """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` (letters.npz, words.npz)."""
+    return _shared_folder("ASL_TINYML_SEQUENCES", "sequences", "sign_sequences")
 
 
 @dataclass
@@ -55,6 +65,9 @@ class Config:
     include_extra: bool = False
     limit_per_class: int | None = None  # per source and class; a small slice for quick runs
     image_size: int = 64
+    hand_crop: bool = True  # crop each image to its MediaPipe hand (needs the `landmarks` extra; centre crop without)
+    crop_margin: float = 0.25  # the hand crop's margin around the landmarks, x their extent, on every side
+    hand_cache: str | None = None  # hand detections by image hash, shared by runs; None: hands.npz beside the run
     frame_block: int = 100  # consecutive frame numbers that form one group
     seed: int = 0
     val_fraction: float = 0.1
@@ -74,8 +87,18 @@ class Config:
     color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]; measured: 0.5 worse
     rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30); measured: 9 worse (README)
     random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing); measured: 0.25 worse (README)
+    hue: float = 0.0  # hue shift in [-hue, hue] (white balance); off: it triples the augmentation time
+    blur: float = 0.3  # chance of a Gaussian blur (v2.GaussianBlur; focus, motion)
+    noise: float = 0.2  # chance of sensor noise (v2.GaussianNoise)
+    jpeg: float = 0.3  # chance of JPEG compression at quality 30-90 (v2.JPEG; webcam and phone uploads)
     mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp); measured: 0.2 worse
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # hand landmarks and the fused predictor
+    landmark_epochs: int = 150
+    landmark_sequences: str | None = None  # a letters.npz whose static letters also train the landmark model;
+    # None: letters.npz in `default_sequences_root()` when present; "" turns them off
+    fusion_weight: float = 0.7  # landmark weight of the shipped pair when `compare` has not chosen one on held-out sources
+    no_hand_threshold: float = 0.5  # below this top probability, a photo without a detected hand is "no hand found"
     # pipeline: baseline, compression, export
     baseline: str | None = "fastkan"  # trained and measured side by side; None skips it
     baseline_epochs: int = 15
@@ -84,7 +107,8 @@ class Config:
     int8_float_convs: int = 3  # leading convolutions int8 exports keep float (export.quantize_onnx)
     bench_rounds: int = 5  # round-robin repeats of every benchmark; each figure is their median (about 30 s each)
     # compare: held-out folds and the transfer-learning model
-    fold_epochs: int = 40  # at most this many epochs per leave-one-signer/source-out fold
+    fold_epochs: int = 40  # at most this many epochs per leave-people/source-out fold
+    person_folds: int = 4  # leave-people-out folds: every known person is held out once
     transfer_epochs: int = 10  # efficientnet_lite0 fine-tuning
     transfer_lr: float = 1e-3
     models_dir: str = "models"  # final artifacts
@@ -114,6 +138,19 @@ class Config:
         if unknown:
             raise UserError(f"unknown config key(s) {unknown}; valid keys: {sorted(names)}")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def hand_cache_path(self) -> Path:
+        """Where hand detections are kept by image hash: `hand_cache`, else `hands.npz` beside the run folder."""
+        return Path(self.hand_cache) if self.hand_cache else Path(self.run_dir).parent / "hands.npz"
+
+    def landmark_sequences_path(self) -> Path | None:
+        """The `letters.npz` the landmark model also trains on, or None."""
+        if self.landmark_sequences == "":
+            return None
+        if self.landmark_sequences is not None:
+            return Path(self.landmark_sequences)
+        root = default_sequences_root()
+        return root / "letters.npz" if root is not None and (root / "letters.npz").exists() else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

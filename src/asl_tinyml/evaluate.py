@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ from sklearn.metrics import (
     roc_curve,
     top_k_accuracy_score,
 )
-from tqdm import tqdm
 
 from .config import IMAGE_EXTENSIONS, UserError, canonical_classes
-from .inference import Predictor, load_predictor
+from .fusion import NO_HAND_LABEL, HandInputs, SignPredictor, class_mask, load_sign_predictor, restrict_proba, twin_of
+from .inference import Predictor
 from .merge import find_class_dirs, read_manifest
-from .preprocess import CACHE_NAME, Cache, load_image, load_splits
+from .preprocess import CACHE_NAME, Cache, load_splits
 
 GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final"}
 HISTORY_NAME = "history.csv"
@@ -108,12 +107,10 @@ def _class_folder_sources(folder: Path, known: list[str]) -> tuple[dict[str, dic
     return sources, stray
 
 
-def load_folder(folder: Path, classes: list[str], image_size: int, workers: int = 4) -> EvalData:
-    """Every image in the class folders (names normalised like merge) of `folder`.
-
-    Folders that are no class of the model and unreadable files are skipped and listed in `skipped`.
-    The source of an image is its manifest row (a merged folder), else the source folder's name.
-    """
+def folder_files(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, str, str]], list[tuple[str, str]]]:
+    """Every image file in the class folders (names normalised like merge) of `folder`, as (file, class,
+    source), and the (path, reason) skipped: folders that are no class of the model, non-image files.
+    The source of an image is its manifest row (a merged folder), else the source folder's name."""
     if not folder.is_dir():
         raise UserError(f"data folder {folder} not found; pass a run folder (cache.npz) or a folder of class folders")
     known = list(dict.fromkeys(canonical_classes(include_extra=True) + list(classes)))
@@ -138,37 +135,42 @@ def load_folder(folder: Path, classes: list[str], image_size: int, workers: int 
                         continue
                     rel = f.relative_to(folder).as_posix()
                     todo.append((f, cls, from_manifest.get(rel, source)))
+    return todo, skipped
 
-    def load(item: tuple[Path, str, str]) -> np.ndarray | str:
-        try:
-            return load_image(item[0], image_size)
-        except (ValueError, OSError) as exc:
-            return str(exc)
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(load, todo), total=len(todo), desc="load images", unit="img", leave=False))
-    keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
-    skipped += [(str(todo[i][0]), str(r)) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
+def load_folder(folder: Path, predictor: SignPredictor) -> tuple[EvalData, np.ndarray, np.ndarray]:
+    """The images of a folder of class folders through `predictor` (hand detection, crop, fusion):
+    (data with the pixel crops as images, probabilities (N, C), hand found (N,)); unreadable files skipped."""
+    todo, skipped = folder_files(folder, predictor.classes)
+    result = predictor.predict_files([t[0] for t in todo], progress=True)
+    keep = [i for i, e in enumerate(result.errors) if e is None]
+    skipped += [(str(todo[i][0]), str(e)) for i, e in enumerate(result.errors) if e is not None]
     if not keep:
         raise UserError(f"no readable image in the class folders of {folder}")
-    return EvalData(
-        images=np.stack([results[i] for i in keep]),
-        labels=_label_index([todo[i][1] for i in keep], classes, folder),
+    data = EvalData(
+        images=result.crops[keep],
+        labels=_label_index([todo[i][1] for i in keep], predictor.classes, folder),
         sources=np.array([todo[i][2] for i in keep]),
         paths=np.array([str(todo[i][0]) for i in keep]),
         skipped=skipped,
     )
+    return data, result.proba[keep], result.found[keep]
 
 
-def load_eval_data(data: str | Path, classes: list[str], image_size: int, split: str = "test") -> EvalData:
-    """A run folder's split, or the images of a folder of class folders."""
-    data = Path(data)
-    if is_run_dir(data):
-        return load_run_split(data, split, classes, image_size)
-    return load_folder(data, classes, image_size)
+def run_split(run_dir: Path, split: str, predictor: SignPredictor) -> tuple[EvalData, np.ndarray, np.ndarray | None]:
+    """A run folder's `split` through `predictor`: its cached crops, and landmarks from `landmarks.npz`."""
+    ev = load_run_split(run_dir, split, predictor.classes, predictor.pixel.image_size)
+    cache_crop = Cache.load(run_dir).crop
+    if cache_crop != predictor.pixel.crop:
+        print(f"warning: {run_dir} holds {cache_crop} crops but {predictor.pixel.path} was trained on {predictor.pixel.crop} "
+              "crops", file=sys.stderr)
+    if predictor.landmark is None:
+        return ev, predictor.pixel.predict_proba(ev.images, progress=True), None
+    features, found = predictor.landmark.hands_for_run(run_dir)
+    inputs = HandInputs(ev.images, features[ev.index], found[ev.index])
+    return ev, predictor.predict_proba(inputs), inputs.found
 
 
-# --- metrics -------------------------------------------------------------------------------------------
 def _one_vs_rest(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[int, tuple[float, float]]:
     """class -> (ROC AUC, average precision) for every class with both positives and negatives."""
     out = {}
@@ -201,7 +203,12 @@ def compute_metrics(
     report = classification_report(
         y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
     )
-    metrics: dict[str, Any] = {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred))}
+    twin = twin_of(classes)
+    twin_right = (y_pred == y_true) | ((y_pred >= 0) & (twin[np.clip(y_pred, 0, None)] == y_true))
+    metrics: dict[str, Any] = {
+        "n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)),
+        "twin_aware_accuracy": float(np.mean(twin_right)) if len(y_true) else float("nan"),
+    }
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
             y_true, y_pred, labels=np.unique(y_true), average=average, zero_division=0
@@ -237,6 +244,7 @@ def compute_metrics(
             per_source[str(s)] = {
                 "n": int(m.sum()),
                 "accuracy": float(accuracy_score(y_true[m], y_pred[m])),
+                "twin_aware_accuracy": float(np.mean(twin_right[m])),
                 "macro_f1": float(
                     f1_score(y_true[m], y_pred[m], labels=np.unique(y_true[m]), average="macro", zero_division=0)
                 ),
@@ -530,95 +538,83 @@ def write_report(metrics: dict[str, Any], path: Path) -> Path:
 
 
 # --- stage ---------------------------------------------------------------------------------------------
-def _fuse(
-    predictor: Predictor, landmark_model: Path, data: Path, ev: EvalData, proba: np.ndarray,
-    weight: float | None, threads: int | None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Pixel probabilities of `ev` -> fused ones, and the figures that describe the fusion."""
-    from .fusion import DEFAULT_WEIGHT, FusedPredictor, LandmarkPredictor, choose_weight, fuse_proba
-
-    fused = FusedPredictor(predictor, LandmarkPredictor(landmark_model, threads))
-    scores: dict[float, float] = {}
-    if ev.index is not None:
-        features, found = fused.landmark.hands_for_run(data)
-        if weight is None:
-            cache, val = Cache.load(data), load_splits(data)["val"]
-            label_of = {c: i for i, c in enumerate(predictor.classes)}
-            y_val = np.array([label_of[cache.classes[k]] for k in cache.labels[val]])
-            p_val = (predictor.predict_proba(cache.images[val]), fused.landmark.predict_proba(features[val]))
-            weight, scores = choose_weight(*p_val, found[val], y_val)
-        features, found = features[ev.index], found[ev.index]
-    else:
-        features, found = fused.landmark.hands_for_files(list(ev.paths), progress=True)
-        weight = DEFAULT_WEIGHT if weight is None else weight
-    proba = fuse_proba(proba, fused.landmark.predict_proba(features), found, weight)
-    return proba, {
-        "model_name": f"{predictor.model_name} + landmark_fastkan (fused)", "landmark_model": str(landmark_model), "landmark_params": fused.landmark.params or 0,
-        "landmark_bytes": landmark_model.stat().st_size, "fusion_weight": weight,
-        "fusion_weight_scores": {str(k): v for k, v in scores.items()},
-        "hand_found": int(found.sum()), "hand_found_rate": float(found.mean()) if len(found) else None,
-    }
-
-
 def evaluate(
-    model_path: str | Path,
+    model_path: str | Path | None,
     data: str | Path,
     out_dir: str | Path | None = None,
     *,
     split: str = "test",
     train_dir: str | Path | None = None,
     threads: int | None = None,
-    predictor: Predictor | None = None,
+    predictor: SignPredictor | Predictor | None = None,
     landmark_model: str | Path | None = None,
     fusion_weight: float | None = None,
+    classes: str = "all",
+    models_dir: str | Path = "models",
 ) -> dict[str, Any]:
-    """Score a model file on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`.
+    """Score a predictor on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`.
 
-    `data` is a run folder (its `split` of cache.npz is used) or a folder of class folders. Skipped
-    folders and unreadable files are printed to stderr and listed in the metrics. With `landmark_model`
-    the fused predictor is scored (`fusion.py`): hands come from the run's `landmarks.npz` or MediaPipe on
-    the files; `fusion_weight` None means chosen on the run's val split (`fusion.DEFAULT_WEIGHT` for a
-    folder). Returns the metrics.
+    The predictor is `predictor`, else `model_path` (with `landmark_model`: fused), else the shipped one in
+    `models_dir` (`fusion.load_sign_predictor`). `data` is a run folder (its `split` of cache.npz, hands
+    from its landmarks.npz) or a folder of class folders (hands detected, images cropped as the model was
+    trained). `classes` (`all`, `letters`, `digits`) restricts the answers; an unsure answer on an image
+    without a detected hand is "no hand found" and counts as wrong. Skipped folders and unreadable files
+    are printed to stderr and listed in the metrics. Returns the metrics.
     """
-    model_path, data = Path(model_path), Path(data)
-    predictor = predictor or load_predictor(model_path, threads)
+    data = Path(data)
+    if isinstance(predictor, Predictor):
+        predictor = SignPredictor(predictor)
+    if predictor is None:
+        predictor = load_sign_predictor(model_path, landmark_model, models_dir=models_dir, weight=fusion_weight,
+                                        threads=threads)
+    model_path = Path(predictor.pixel.path)
     out = Path(out_dir) if out_dir is not None else default_out_dir(model_path, data)
-    if landmark_model is not None and out_dir is None:
+    if predictor.landmark is not None and out_dir is None:
         out = out.parent / f"fused-{out.name}"
-    ev = load_eval_data(data, predictor.classes, predictor.image_size, split)
+    mask = class_mask(predictor.classes, classes)
+    if is_run_dir(data):
+        ev, proba, found = run_split(data, split, predictor)
+    else:
+        ev, proba, found = load_folder(data, predictor)
     for path, reason in ev.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    proba = predictor.predict_proba(ev.images, progress=True)
-    fused: dict[str, Any] = {}
-    if landmark_model is not None:
-        proba, fused = _fuse(predictor, Path(landmark_model), data, ev, proba, fusion_weight, threads)
-    y_pred = proba.argmax(axis=1)
-    classes = predictor.classes
-    metrics = compute_metrics(ev.labels, y_pred, proba, classes, ev.sources)
-    model_bytes = model_path.stat().st_size if model_path.is_file() else None
+    proba = restrict_proba(proba, mask)
+    answers = [predictor.label(p, bool(h)) for p, h in zip(proba, found if found is not None else np.ones(len(proba)))]
+    no_hand = np.array([a == NO_HAND_LABEL for a in answers], bool)
+    y_pred = np.where(no_hand, -1, proba.argmax(axis=1))
+    metrics = compute_metrics(ev.labels, y_pred, proba, predictor.classes, ev.sources)
+    files = [model_path] + ([predictor.landmark.path] if predictor.landmark else [])
+    landmark = predictor.landmark
     metrics = {
         "model": str(model_path),
-        "model_kind": predictor.kind,
-        "model_name": predictor.model_name,
-        "model_bytes": model_bytes + fused.get("landmark_bytes", 0) if model_bytes else None,
-        "params": predictor.params + fused.get("landmark_params", 0) if predictor.params else None,
-        "image_size": predictor.image_size,
-        "classes": classes,
+        "model_kind": predictor.pixel.kind,
+        "model_name": predictor.pixel.model_name + (" + landmark_fastkan (fused)" if landmark else ""),
+        "landmark_model": str(landmark.path) if landmark else None,
+        "fusion_weight": predictor.weight if landmark else None,
+        "crop": predictor.pixel.crop,
+        "model_bytes": sum(f.stat().st_size for f in files) if all(f.is_file() for f in files) else None,
+        "params": (predictor.pixel.params or 0) + ((landmark.params or 0) if landmark else 0) or None,
+        "image_size": predictor.pixel.image_size,
+        "classes": predictor.classes,
+        "answer_classes": classes,
         "data": str(data),
         "split": split if is_run_dir(data) else None,
-        **fused,
+        "hand_found": int(found.sum()) if found is not None else None,
+        "hand_found_rate": float(found.mean()) if found is not None and len(found) else None,
+        "no_hand_answers": int(no_hand.sum()),
         **metrics,
         "skipped": [{"path": p, "reason": r} for p, r in ev.skipped],
         "out_dir": str(out),
     }
+    classes_ = predictor.classes
     out.mkdir(parents=True, exist_ok=True)
     title = f"Normalised confusion matrix, accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} (cells in %, blanks < 5%)"
     figures: dict[str, Path | None] = {
-        "confusion matrix": plot_confusion(np.array(metrics["confusion_matrix"]), classes, out / "confusion_matrix.png", title),
+        "confusion matrix": plot_confusion(np.array(metrics["confusion_matrix"]), classes_, out / "confusion_matrix.png", title),
         "per-class F1": plot_per_class_f1(metrics, out / "per_class_f1.png"),
-        "ROC curves": plot_roc(ev.labels, proba, classes, out / "roc_curves.png"),
-        "precision-recall curves": plot_pr(ev.labels, proba, classes, out / "pr_curves.png"),
-        "confident mistakes": plot_errors(ev.images, ev.labels, proba, classes, out / "errors.png"),
+        "ROC curves": plot_roc(ev.labels, proba, classes_, out / "roc_curves.png"),
+        "precision-recall curves": plot_pr(ev.labels, proba, classes_, out / "pr_curves.png"),
+        "confident mistakes": plot_errors(ev.images, ev.labels, proba, classes_, out / "errors.png"),
     }
     history = find_history(model_path, train_dir)
     if history is not None:

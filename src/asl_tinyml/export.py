@@ -31,7 +31,16 @@ from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 from .config import Config, UserError
-from .inference import META_INPUT, ONNX_INPUT, ONNX_OUTPUT, UINT8_INPUT, load_predictor, onnx_metadata
+from .inference import (
+    META_CROP,
+    META_CROP_MARGIN,
+    META_INPUT,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    UINT8_INPUT,
+    load_predictor,
+    onnx_metadata,
+)
 from .models import count_parameters, load_checkpoint
 from .preprocess import Cache, load_splits, to_float
 
@@ -149,8 +158,11 @@ def save_onnx(
     props = onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model))
     if landmarks:
         props |= {META_INPUT: "landmarks", "features": json.dumps(meta.get("features", {}))}
+        if meta.get("fusion_weight") is not None:
+            props["fusion_weight"] = str(meta["fusion_weight"])
     else:
-        props[META_INPUT] = UINT8_INPUT
+        props |= {META_INPUT: UINT8_INPUT, META_CROP: str(meta.get("crop", "centre")),
+                  META_CROP_MARGIN: str(meta.get("crop_margin", 0.25))}
     _set_metadata(proto, props)
     proto.producer_name = "asl-tinyml"
     if minify:  # a final artifact (the quantizer reads node names, so never for its input)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import softmax
@@ -20,12 +20,15 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from .config import UserError
 from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
-from .preprocess import Cache, load_splits, make_folds
+from .preprocess import Cache, load_splits, make_folds, person_ids
 
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
-DEFAULT_WEIGHT = 0.7  # what the val split of the shared data chose (README, "Beyond pixels"); --fusion-weight
+DEFAULT_WEIGHT = 0.7  # for a landmark file that records no weight of its own (`fusion_weight` metadata)
+PIXEL_INT8 = "asl_fastkan_int8.onnx"  # the shipped files in models/
+LANDMARK_INT8 = "asl_landmarks_int8.onnx"
 EPS = 1e-9
-FUSED_NAME = "fused"  # RUN/train/fused-loso[-source]
+FUSED_NAME = "fused"
+FUSION_WEIGHT = "fusion_weight"  # landmark model metadata: the weight the pipeline chose for the shipped pair  # RUN/train/fused-loso[-source]
 
 
 def fuse_proba(pixel: np.ndarray, landmark: np.ndarray, found: np.ndarray, weight: float) -> np.ndarray:
@@ -74,12 +77,13 @@ class LandmarkPredictor:
 
             self.model, meta = load_checkpoint(self.path)
             self.kind, self.params = "torch", count_parameters(self.model)
-            props = {META_INPUT: meta.get("input"), META_CLASSES: meta["classes"], "features": meta.get("features")}
+            props = {META_INPUT: meta.get("input"), META_CLASSES: meta["classes"], "features": meta.get("features"),
+                     FUSION_WEIGHT: meta.get(FUSION_WEIGHT)}
         elif suffix == ".onnx":
             fix = "export one with `asl-tinyml landmarks --train --export DIR`"
             self.session, raw = open_session(self.path, threads, fix=fix)
             props = {META_INPUT: raw.get(META_INPUT), META_CLASSES: json.loads(raw.get(META_CLASSES, "[]")),
-                     "features": json.loads(raw.get("features", "{}"))}
+                     "features": json.loads(raw.get("features", "{}")), FUSION_WEIGHT: raw.get(FUSION_WEIGHT)}
             self.kind, self.params = "onnx", int(raw["params"]) if raw.get("params", "").isdigit() else None
         else:
             raise UserError(f"{self.path} is neither a checkpoint nor an ONNX model; pass a .pt or .onnx landmark model")
@@ -88,6 +92,8 @@ class LandmarkPredictor:
         self.classes = [str(c) for c in props[META_CLASSES]]
         features = props["features"] or {}
         self.mirror, self.distances = bool(features.get("mirror", True)), bool(features.get("distances", True))
+        weight = props[FUSION_WEIGHT]
+        self.fusion_weight = float(weight) if weight not in (None, "") else DEFAULT_WEIGHT  # chosen at export
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Normalised features (N, F) float32 -> probabilities (N, C) float32."""
@@ -124,66 +130,249 @@ def load_landmark_predictor(path: str | Path, threads: int | None = None) -> Lan
     return LandmarkPredictor(path, threads)
 
 
+NO_HAND_LABEL = "no hand found"  # the answer for a photo without a detected hand and no confident pixel guess
+CLASS_SETS = ("all", "letters", "digits")
+TWINS = (("0", "o"), ("2", "v"), ("6", "w"), ("9", "f"))  # ASL handshape twins: the same shape, told by context
+
+
+def class_mask(classes: list[str], which: str = "all") -> np.ndarray:
+    """(C,) bool: the classes an answer may take under `--classes` (`letters`: a-z and space, `digits`: 0-9)."""
+    if which not in CLASS_SETS:
+        raise UserError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {which!r}")
+    if which == "all":
+        return np.ones(len(classes), bool)
+    mask = np.array([c.isdigit() == (which == "digits") for c in classes])
+    if not mask.any():
+        raise UserError(f"the model knows no {which} (its classes: {' '.join(classes)}); use --classes all")
+    return mask
+
+
+def restrict_proba(proba: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Probabilities with the classes outside `mask` set to 0 and each row renormalised."""
+    out = np.where(mask[None, :], np.asarray(proba, np.float64), 0.0)
+    total = out.sum(axis=1, keepdims=True)
+    return (out / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+def twin_of(classes: list[str]) -> np.ndarray:
+    """(C,) int: each class's handshape twin (itself where it has none)."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.arange(len(classes))
+    for a, b in TWINS:
+        if a in index and b in index:
+            out[index[a]], out[index[b]] = index[b], index[a]
+    return out
+
+
 @dataclass
-class FusedPredictor:
-    """A pixel `Predictor` and a `LandmarkPredictor` over the same classes, blended with `weight`."""
+class HandInputs:
+    """What the models see of N images: pixel crops (N, S, S, 3) uint8, landmark features (N, F), `found`."""
 
-    pixel: Predictor
-    landmark: LandmarkPredictor
-    weight: float = DEFAULT_WEIGHT
+    crops: np.ndarray
+    features: np.ndarray | None
+    found: np.ndarray
 
-    def __post_init__(self) -> None:
-        if self.pixel.classes != self.landmark.classes:
+
+class FilePredictions(NamedTuple):
+    """`SignPredictor.predict_files`: per file, probabilities (N, C), hand found, read error, pixel crop."""
+
+    proba: np.ndarray
+    found: np.ndarray
+    errors: list[str | None]
+    crops: np.ndarray
+
+
+class SignPredictor:
+    """The shipped predictor: a pixel model, on hand crops when it was trained on them, optionally fused with
+    the landmark model where MediaPipe finds a hand (`fuse_proba` with `weight`; the pixel model alone where
+    it finds none). Takes RGB images or files; `predict_proba` works on prepared `HandInputs`."""
+
+    def __init__(self, pixel: Predictor, landmark: LandmarkPredictor | None = None, weight: float | None = None,
+                 no_hand_threshold: float = 0.5) -> None:
+        if landmark is not None and pixel.classes != landmark.classes:
             raise UserError(
-                f"{self.pixel.path} and {self.landmark.path} know different classes; pair models trained on the same run"
+                f"{pixel.path} and {landmark.path} know different classes; pair models trained on the same run"
             )
+        self.pixel, self.landmark = pixel, landmark
+        self.weight = float(weight if weight is not None else (landmark.fusion_weight if landmark else 0.0))
+        fuse_proba(np.ones((1, 1)), np.ones((1, 1)), np.ones(1, bool), self.weight)  # a bad weight fails now
+        self.no_hand_threshold = no_hand_threshold
+        self._detector: Any = None
 
     @property
     def classes(self) -> list[str]:
         return self.pixel.classes
 
-    def predict_proba(self, images: np.ndarray, features: np.ndarray, found: np.ndarray) -> np.ndarray:
-        """uint8 images (N, S, S, 3) and their landmark features/found mask -> fused probabilities (N, C)."""
-        return fuse_proba(self.pixel.predict_proba(images), self.landmark.predict_proba(features), found, self.weight)
+    @property
+    def needs_hands(self) -> bool:
+        return self.landmark is not None or self.pixel.crop == "hand"
+
+    @property
+    def name(self) -> str:
+        return f"{self.pixel.path}" + (f" + {self.landmark.path} (fused, weight {self.weight})" if self.landmark else "")
+
+    def inputs(self, images: list[np.ndarray], landmarks: np.ndarray, handedness: np.ndarray, found: np.ndarray) -> HandInputs:
+        """RGB uint8 images (any size) and their detections -> the models' inputs."""
+        from .hands import hand_crop, normalize_landmarks
+
+        size, hand = self.pixel.image_size, self.pixel.crop == "hand"
+        crops = [hand_crop(im, lm if hand and ok else None, size, self.pixel.crop_margin)
+                 for im, lm, ok in zip(images, landmarks, found)]
+        crops_array = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        features = None
+        if self.landmark is not None:
+            features = normalize_landmarks(landmarks, handedness, mirror=self.landmark.mirror,
+                                           distances=self.landmark.distances)
+            features[~np.asarray(found, bool)] = 0.0
+        return HandInputs(crops_array, features, np.asarray(found, bool))
+
+    def predict_proba(self, inputs: HandInputs) -> np.ndarray:
+        """Probabilities (N, C): fused where a hand was found (with a landmark model), pixels elsewhere."""
+        proba = self.pixel.predict_proba(inputs.crops)
+        if self.landmark is None or inputs.features is None:
+            return proba
+        return fuse_proba(proba, self.landmark.predict_proba(inputs.features), inputs.found, self.weight)
+
+    def predict_files(self, paths: list[Path], progress: bool = False) -> FilePredictions:
+        """Probabilities, `found`, read errors and the pixel crops of image files; an unreadable file has an
+        error message and zero rows."""
+        from .hands import NUM_LANDMARKS, detect_files
+        from .images import read_rgb
+
+        images: list[np.ndarray] = []
+        errors: list[str | None] = []
+        for path in paths:
+            try:
+                images.append(read_rgb(path))
+                errors.append(None)
+            except (ValueError, OSError) as exc:
+                errors.append(str(exc))
+        ok = [p for p, e in zip(paths, errors) if e is None]
+        if self.needs_hands:
+            results = detect_files(ok, progress=progress)
+            landmarks = np.stack([r.landmarks for r in results]) if results else np.zeros((0, NUM_LANDMARKS, 3))
+            handedness = np.array([r.handedness for r in results], np.int8)
+            found = np.array([r.found for r in results], bool)
+        else:
+            landmarks, handedness = np.zeros((len(ok), NUM_LANDMARKS, 3)), np.full(len(ok), -1, np.int8)
+            found = np.zeros(len(ok), bool)
+        inputs = self.inputs(images, landmarks, handedness, found)
+        size = self.pixel.image_size
+        out = FilePredictions(np.zeros((len(paths), len(self.classes)), np.float32), np.zeros(len(paths), bool),
+                              errors, np.zeros((len(paths), size, size, 3), np.uint8))
+        rows = np.array([e is None for e in errors], bool)
+        out.proba[rows], out.found[rows], out.crops[rows] = self.predict_proba(inputs), found, inputs.crops
+        return out
+
+    def predict_image(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+        """One RGB uint8 image -> (probabilities (C,), hand found); keeps one MediaPipe detector open."""
+        from .hands import NUM_LANDMARKS, HandDetector, HandResult
+
+        result = HandResult(False)
+        if self.needs_hands:
+            if self._detector is None:
+                self._detector = HandDetector()
+            result = self._detector.detect(image)
+        landmarks = result.landmarks if result.found else np.zeros((NUM_LANDMARKS, 3), np.float32)
+        inputs = self.inputs([image], landmarks[None], np.array([result.handedness]), np.array([result.found]))
+        return self.predict_proba(inputs)[0], result.found
+
+    def label(self, proba: np.ndarray, found: bool) -> str:
+        """The answer for one image: its top class, or `NO_HAND_LABEL` where no hand was found (by a predictor
+        that looks for hands) and the top class is below `no_hand_threshold`."""
+        top = int(np.argmax(proba))
+        if self.needs_hands and not found and proba[top] < self.no_hand_threshold:
+            return NO_HAND_LABEL
+        return self.classes[top]
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+
+def load_sign_predictor(
+    model: str | Path | None = None, landmark_model: str | Path | None = None, *, models_dir: str | Path = "models",
+    weight: float | None = None, threads: int | None = None, no_hand_threshold: float = 0.5,
+) -> SignPredictor:
+    """The predictor `predict`, `evaluate` and `serve` use. With no `model`, the files the pipeline shipped in
+    `models_dir`: the int8 pixel model, fused with the int8 landmark model when that file exists."""
+    models_dir = Path(models_dir)
+    if model is None:
+        model = models_dir / PIXEL_INT8
+        if landmark_model is None and (models_dir / LANDMARK_INT8).exists():
+            landmark_model = models_dir / LANDMARK_INT8
+        if not Path(model).exists():
+            raise UserError(f"no shipped model in {models_dir}/ ({PIXEL_INT8}); run `asl-tinyml pipeline` or pass --model")
+    pixel = load_predictor(model, threads)
+    landmark = LandmarkPredictor(landmark_model, threads) if landmark_model is not None else None
+    return SignPredictor(pixel, landmark, weight, no_hand_threshold)
+
+
+def held_out_weight(run_dir: str | Path) -> float | None:
+    """The fusion weight `fused_folds` chose on held-out sources for a run (`compare`), if it has run."""
+    from .train import folds_dir
+
+    path = folds_dir(Path(run_dir), FUSED_NAME, "source") / "weight.json"
+    return float(json.loads(path.read_text())["weight"]) if path.exists() else None
 
 
 # --- held-out folds --------------------------------------------------------------------------------------
 def fused_folds(
-    run_dir: str | Path, kind: str = "signer", pixel_model: str = "convkan", out_dir: str | Path | None = None
+    run_dir: str | Path, kind: str = "person", pixel_model: str = "convkan", out_dir: str | Path | None = None,
+    person_folds: int = 4,
 ) -> list[dict[str, Any]]:
-    """Fuse the fold models that `train.train_folds` (pixels) and `landmarks.landmark_folds` left behind:
-    per fold, choose the weight on the fold's val rows, then score all its held-out images.
+    """Fuse the fold models that `train.train_folds` (pixels) and `landmarks.landmark_folds` left behind.
 
-    Writes `folds.json`/`.csv` to `out_dir` (default `RUN/train/fused-loso[-source]`); one dict per fold.
+    The weight is chosen on held-out data, never on the fold's own in-source validation rows (where pixels
+    look better than they are on a new camera): fold k is scored with the weight that does best on the
+    other folds' held-out images. Writes `folds.json`/`.csv` to `out_dir` (default
+    `RUN/train/fused-loso[-source]`), one dict per fold, and `weight.json` with the weight chosen on every
+    fold's held-out images (the one to ship).
     """
-    from .train import folds_dir, write_folds
+    from .train import folds_dir, per_person, write_folds
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, FUSED_NAME, kind)
     cache = Cache.load(run_dir)
-    rows: list[dict[str, Any]] = []
+    persons = person_ids(cache.groups, cache.sources)
+    held: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # fold, p_pix, p_lm, found, y
     hands: tuple[np.ndarray, np.ndarray] | None = None
-    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir)):
+    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir), person_folds):
         paths = [folds_dir(run_dir, m, kind) / fold.name / "best.pt" for m in (pixel_model, "landmark_fastkan")]
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise UserError(
                 f"{missing[0]} not found; train the fold models first (`asl-tinyml compare --run {run_dir}` does)"
             )
-        fused = FusedPredictor(load_predictor(paths[0]), LandmarkPredictor(paths[1]))
+        landmark = LandmarkPredictor(paths[1])
         if hands is None:
-            hands = fused.landmark.hands_for_run(run_dir)
+            hands = landmark.hands_for_run(run_dir)
         features, found = hands
-        val, test = fold.val, fold.test
-        p_val = (fused.pixel.predict_proba(cache.images[val]), fused.landmark.predict_proba(features[val]))
-        weight, _ = choose_weight(*p_val, found[val], cache.labels[val])
-        proba = fuse_proba(fused.pixel.predict_proba(cache.images[test]), fused.landmark.predict_proba(features[test]),
-                           found[test], weight)
-        pred, y = proba.argmax(1), cache.labels[test]
+        test = fold.test
+        held.append((fold, load_predictor(paths[0]).predict_proba(cache.images[test]),
+                     landmark.predict_proba(features[test]), found[test], cache.labels[test]))
+
+    def pooled(folds: list[int]) -> tuple[np.ndarray, ...]:
+        return tuple(np.concatenate([held[k][i] for k in folds]) for i in range(1, 5))
+
+    rows: list[dict[str, Any]] = []
+    for k, (fold, p_pix, p_lm, found, y) in enumerate(held):
+        others = [j for j in range(len(held)) if j != k] or [k]
+        weight, _ = choose_weight(*pooled(others))
+        pred = fuse_proba(p_pix, p_lm, found, weight).argmax(1)
+        lm_pred = np.where(found, p_lm.argmax(1), -1)
+        who = persons[fold.test]
         rows.append({
-            "fold": fold.name, "kind": kind, "n_images": int(len(test)), "hand_found": int(found[test].sum()),
+            "fold": fold.name, "kind": kind, "n_images": int(len(y)), "hand_found": int(found.sum()),
             "weight": weight, "accuracy": float(accuracy_score(y, pred)),
             "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
+            "pixel_accuracy": float(accuracy_score(y, p_pix.argmax(1))),
+            "landmark_accuracy": float(np.mean(lm_pred == y)),
+            "per_person": per_person(who, pred == y), "pixel_per_person": per_person(who, p_pix.argmax(1) == y),
+            "landmark_per_person": per_person(who, lm_pred == y),
         })
     write_folds(rows, out_dir)
+    weight, scores = choose_weight(*pooled(list(range(len(held)))))
+    (out_dir / "weight.json").write_text(json.dumps({"weight": weight, "kind": kind, "macro_f1_by_weight": scores}, indent=2))
     return rows

@@ -22,18 +22,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .config import UserError
-from .preprocess import to_rgb
+from .images import read_rgb
 
 NUM_LANDMARKS = 21
 WRIST, THUMB_TIP, INDEX_MCP, INDEX_TIP, MIDDLE_MCP, MIDDLE_TIP, RING_MCP, RING_TIP, PINKY_MCP, PINKY_TIP = (
     0, 4, 5, 8, 9, 12, 13, 16, 17, 20,
 )
 FINGERTIPS = (THUMB_TIP, INDEX_TIP, MIDDLE_TIP, RING_TIP, PINKY_TIP)
-MAX_SIDE = 512  # larger photos are decoded at reduced scale: MediaPipe works at 192-256 px anyway
 RIGHT, LEFT, NO_HAND = 1, 0, -1  # handedness codes, in MediaPipe's labels (which assume a mirrored image)
 
 
@@ -86,22 +85,6 @@ def pad_image(image: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
     return np.pad(image, ((border, border), (border, border), (0, 0))), border
 
 
-def read_rgb(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
-    """An image file as upright RGB uint8 (H, W, 3), at most about `max_side` pixels on its longer side.
-
-    Raises ValueError when the file is not a readable image.
-    """
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))
-            rgb = to_rgb(im)
-            if max(rgb.size) > max_side:
-                rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
-
-
 @dataclass
 class HandResult:
     """One image's detection. Landmarks are in units of the image's longer side, origin at its top-left."""
@@ -112,6 +95,7 @@ class HandResult:
     handedness: int = NO_HAND
     score: float = 0.0  # MediaPipe's handedness score
     attempt: int = -1  # index into the detector's attempts
+    seconds: float = 0.0  # detection time
 
 
 class HandDetector:
@@ -155,6 +139,7 @@ class HandDetector:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
+        start = time.perf_counter()
         for k, (fraction, complexity) in enumerate(self.attempts):
             padded, border = pad_image(image, fraction)
             out = self._hands[complexity].process(np.ascontiguousarray(padded))
@@ -168,9 +153,9 @@ class HandDetector:
             label = out.multi_handedness[0].classification[0]
             return HandResult(
                 True, (pixels / max(height, width)).astype(np.float32), world,
-                RIGHT if label.label == "Right" else LEFT, float(label.score), k,
+                RIGHT if label.label == "Right" else LEFT, float(label.score), k, time.perf_counter() - start,
             )
-        return HandResult(False)
+        return HandResult(False, seconds=time.perf_counter() - start)
 
 
 def _images(images_or_paths: Iterable[np.ndarray | str | Path]) -> Iterator[np.ndarray | str]:
@@ -290,3 +275,186 @@ def image_features(
     features = normalize_landmarks(landmarks, handedness, mirror=mirror, distances=distances)
     features[~found] = 0.0
     return features, found
+
+
+# --- detection of many files, on every core, cached by content hash -----------------------------------------
+_WORKER_DETECTOR: HandDetector | None = None  # one per worker process (`_init_worker`)
+
+
+def _init_worker(attempts: list[tuple[float, int]], min_detection_confidence: float) -> None:
+    global _WORKER_DETECTOR
+    torch.set_num_threads(1)
+    with open(os.devnull, "w") as null:  # this process's MediaPipe logging: the parent shows the progress bar
+        os.dup2(null.fileno(), 2)
+    warnings.filterwarnings("ignore", message=".*GetPrototype", category=UserWarning)
+    _WORKER_DETECTOR = HandDetector(attempts, min_detection_confidence)
+
+
+def _detect_file(path: str) -> HandResult:
+    assert _WORKER_DETECTOR is not None
+    try:
+        image = read_rgb(path)
+    except (ValueError, FileNotFoundError):
+        return HandResult(False)
+    return _WORKER_DETECTOR.detect(image)
+
+
+def detect_files(
+    files: Sequence[str | Path],
+    *,
+    attempts: Sequence[tuple[float, int]] | None = None,
+    min_detection_confidence: float = 0.5,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[HandResult]:
+    """MediaPipe Hands on image files, in `workers` processes (default: every usable core), in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .inference import usable_cores
+
+    attempts = list(attempts_for() if attempts is None else attempts)
+    workers = max(1, min(workers or usable_cores(), len(files)))
+    if workers == 1 or len(files) < 8:
+        with quiet_native_stderr() as stderr, HandDetector(attempts, min_detection_confidence) as detector:
+            images = tqdm(_images(files), total=len(files), desc="hands", unit="img", disable=not progress,
+                          leave=False, file=stderr)
+            return [detector.detect(im) if isinstance(im, np.ndarray) else HandResult(False) for im in images]
+    context = multiprocessing.get_context("spawn")  # MediaPipe's graphs do not survive a fork
+    with ProcessPoolExecutor(workers, context, initializer=_init_worker,
+                             initargs=(attempts, min_detection_confidence)) as pool:
+        results = pool.map(_detect_file, [str(f) for f in files], chunksize=16)
+        return list(tqdm(results, total=len(files), desc="hands", unit="img", disable=not progress, leave=False))
+
+
+@dataclass
+class HandTable:
+    """Detections keyed by image content (sha256), so that a file is detected once across runs."""
+
+    keys: np.ndarray  # (N,) str
+    landmarks: np.ndarray  # (N, 21, 3) float32, units of the image's longer side
+    world: np.ndarray  # (N, 21, 3) float32, metres
+    handedness: np.ndarray  # (N,) int8
+    found: np.ndarray  # (N,) bool
+    attempt: np.ndarray  # (N,) int8
+    seconds: np.ndarray  # (N,) float32, detection time
+    attempts: list[tuple[float, int]]
+
+    @classmethod
+    def empty(cls, attempts: Sequence[tuple[float, int]]) -> HandTable:
+        z = np.zeros((0, NUM_LANDMARKS, 3), np.float32)
+        return cls(np.zeros(0, dtype=str), z, z.copy(), np.zeros(0, np.int8), np.zeros(0, bool),
+                   np.zeros(0, np.int8), np.zeros(0, np.float32), list(attempts))
+
+    @classmethod
+    def from_results(cls, keys: Sequence[str], results: Sequence[HandResult], attempts: Sequence[tuple[float, int]]) -> HandTable:
+        if not results:
+            return cls.empty(attempts)
+        return cls(
+            np.array(keys, dtype=str), np.stack([r.landmarks for r in results]).astype(np.float32),
+            np.stack([r.world for r in results]).astype(np.float32),
+            np.array([r.handedness for r in results], np.int8), np.array([r.found for r in results], bool),
+            np.array([r.attempt for r in results], np.int8), np.array([r.seconds for r in results], np.float32),
+            list(attempts),
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    ARRAYS = ("keys", "landmarks", "world", "handedness", "found", "attempt", "seconds")
+
+    def take(self, index: np.ndarray) -> HandTable:
+        return HandTable(*(getattr(self, k)[index] for k in self.ARRAYS), self.attempts)
+
+    def concat(self, other: HandTable) -> HandTable:
+        return HandTable(*(np.concatenate([getattr(self, k), getattr(other, k)]) for k in self.ARRAYS), self.attempts)
+
+    def lookup(self, keys: Sequence[str]) -> HandTable:
+        """The rows of `keys`, in their order (KeyError for a key not held)."""
+        index = {k: i for i, k in enumerate(self.keys.tolist())}
+        return self.take(np.array([index[k] for k in keys], dtype=np.int64))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **{k: getattr(self, k) for k in self.ARRAYS},
+                            attempts=np.array(self.attempts, np.float32).reshape(-1, 2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, attempts: Sequence[tuple[float, int]]) -> HandTable:
+        """The table at `path`, or an empty one when there is none or it was made with other attempts."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                held = [(float(f), int(c)) for f, c in z["attempts"]]
+                if held != list(attempts):
+                    return cls.empty(attempts)
+                return cls(*(z[k] for k in cls.ARRAYS), held)
+        except (OSError, KeyError, ValueError, EOFError):  # absent or unreadable: detect again
+            return cls.empty(attempts)
+
+
+def cached_hands(
+    files: Sequence[str | Path],
+    keys: Sequence[str],
+    cache_path: str | Path | None,
+    *,
+    attempts: Sequence[tuple[float, int]] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> HandTable:
+    """Detections of `files` (whose contents hash to `keys`), aligned with them; only files whose key
+    `cache_path` does not hold yet are detected, and the table is saved back with them."""
+    attempts = list(attempts_for() if attempts is None else attempts)
+    table = HandTable.load(cache_path, attempts) if cache_path else HandTable.empty(attempts)
+    held = set(table.keys.tolist())
+    todo: dict[str, str | Path] = {}
+    for f, k in zip(files, keys):
+        if k not in held:
+            todo.setdefault(k, f)  # one detection per distinct content
+    if todo:
+        results = detect_files(list(todo.values()), attempts=attempts, workers=workers, progress=progress)
+        table = table.concat(HandTable.from_results(list(todo), results, attempts))
+        if cache_path:
+            table.save(cache_path)
+    return table.lookup(list(keys))
+
+
+# --- the hand crop that the pixel model sees ------------------------------------------------------------
+def hand_box(landmarks: np.ndarray, width: int, height: int, margin: float = 0.25) -> tuple[float, float, float]:
+    """The square (left, top, side) in pixels around a hand: the landmarks' extent plus `margin` x that extent
+    on every side, no larger than the image's longer side, shifted inside the image where it fits."""
+    scale = max(width, height)
+    xy = np.asarray(landmarks, np.float64)[:, :2] * scale
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    side = float(np.clip((hi - lo).max() * (1 + 2 * margin), 0.05 * scale, scale))
+    origin = []
+    for centre, extent in zip((lo + hi) / 2, (width, height)):
+        start = centre - side / 2
+        origin.append(float(np.clip(start, 0, extent - side)) if side <= extent else start)
+    return origin[0], origin[1], side
+
+
+def crop_square(image: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """The (left, top, side) square of an RGB uint8 image resized to (size, size, 3); edges repeat outside."""
+    height, width = image.shape[:2]
+    left, top, side = (int(round(v)) for v in box)
+    side = max(side, 1)
+    pad = max(0, -left, -top, left + side - width, top + side - height)
+    if pad:
+        image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        left, top = left + pad, top + pad
+    patch = Image.fromarray(np.ascontiguousarray(image[top : top + side, left : left + side]))
+    return np.asarray(patch.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def hand_crop(image: np.ndarray, landmarks: np.ndarray | None, size: int, margin: float = 0.25) -> np.ndarray:
+    """The pixel model's input: the square around the hand (`landmarks`), else the centre square (as
+    `images.load_image` crops)."""
+    if landmarks is None:
+        fitted = ImageOps.fit(Image.fromarray(image), (size, size), method=Image.Resampling.BILINEAR)
+        return np.asarray(fitted, dtype=np.uint8)
+    height, width = image.shape[:2]
+    return crop_square(image, hand_box(landmarks, width, height, margin), size)

@@ -30,6 +30,8 @@ META_IMAGE_SIZE = "image_size"
 META_MODEL = "model"
 META_PARAMS = "params"
 META_INPUT = "input"  # "landmarks" for a landmark model; "uint8_nhwc" for a pixel model (absent: float NCHW)
+META_CROP = "crop"  # "hand": the pixel model was trained on hand crops (`hands.hand_crop`); else "centre"
+META_CROP_MARGIN = "crop_margin"
 LANDMARK_INPUT = "landmarks"
 UINT8_INPUT = "uint8_nhwc"
 
@@ -58,6 +60,8 @@ class Predictor(ABC):
         self.params = params
         self.meta = meta
         self.batch_size = batch_size
+        self.crop = str(meta.get(META_CROP, "centre"))  # what the model was trained on: "hand" or "centre"
+        self.crop_margin = float(meta.get(META_CROP_MARGIN, 0.25))
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> what `_logits` takes (float32 NCHW in [0, 1], unless the model scales in-graph)."""

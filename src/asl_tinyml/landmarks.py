@@ -22,15 +22,21 @@ from tqdm import tqdm
 
 from .config import UserError
 from .hands import (
+    LEFT,
+    RIGHT,
     attempts_for,
+    cached_hands,
     canonical_points,
-    extract_landmarks,
     feature_size,
     point_features,
     point_features_torch,
 )
+from .hands import (
+    NUM_LANDMARKS as NUM_LANDMARKS,
+)
 from .inference import LANDMARK_INPUT
-from .preprocess import Cache, load_splits
+from .merge import file_sha256, read_manifest
+from .preprocess import Cache, grouped_split, load_splits
 
 LANDMARKS_NAME = "landmarks.npz"
 
@@ -82,26 +88,29 @@ def build_landmark_cache(
     merged_dir: str | Path,
     run_dir: str | Path,
     *,
+    hand_cache: str | Path | None = None,
     pad_fraction: float = 0.5,
     retry: bool = True,
-    min_detection_confidence: float = 0.5,
     progress: bool = True,
 ) -> Path:
-    """Detect hand landmarks in the original merged image of every `cache.npz` row; write `run_dir/landmarks.npz`."""
+    """Hand landmarks of the original merged image of every `cache.npz` row into `run_dir/landmarks.npz`;
+    images that `hand_cache` already holds (by content hash) are not detected again."""
     merged_dir, run_dir = Path(merged_dir), Path(run_dir)
     cache = Cache.load(run_dir)
-    missing = [p for p in cache.paths[:50] if not (merged_dir / str(p)).exists()]
+    missing = [str(p) for p in cache.paths if not (merged_dir / str(p)).is_file()]
     if missing:
         raise UserError(
-            f"{merged_dir / str(missing[0])} not found; pass the merged folder the run was built from (--merged)"
+            f"{merged_dir / missing[0]} not found; pass the merged folder the run was built from (--merged)"
         )
-    landmarks, handedness, found, world, attempt, seconds = extract_landmarks(
-        [merged_dir / str(p) for p in cache.paths], pad_fraction=pad_fraction, retry=retry,
-        min_detection_confidence=min_detection_confidence, progress=progress, details=True,
+    sha = {r["merged_path"]: r["sha256"] for r in read_manifest(merged_dir)}
+    files = [merged_dir / str(p) for p in cache.paths]
+    table = cached_hands(
+        files, [sha.get(str(p)) or file_sha256(f) for p, f in zip(cache.paths, files)], hand_cache,
+        attempts=attempts_for(pad_fraction, retry), progress=progress,
     )
     out = LandmarkCache(
-        landmarks, world, handedness, found, attempt, cache.paths, attempts_for(pad_fraction, retry),
-        float(np.mean(seconds)) if len(seconds) else 0.0,
+        table.landmarks, table.world, table.handedness, table.found, table.attempt, cache.paths, table.attempts,
+        float(np.mean(table.seconds)) if len(table) else 0.0,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     out.save(run_dir / LANDMARKS_NAME)
@@ -150,32 +159,95 @@ class LandmarkData:
     groups: np.ndarray
     found: np.ndarray
     splits: dict[str, np.ndarray]
+    n_images: int  # rows [0, n_images) are the run's cache rows; the rest come from landmark-only sources
 
 
-def load_landmark_data(run_dir: str | Path, mirror: bool = True) -> LandmarkData:
-    """`cache.npz` + `landmarks.npz` + `splits.json` of a run, landmarks canonicalised."""
+SEQUENCE_SOURCE = "sign_sequences"  # the landmark-only source: static letters of the webcam recordings
+SEQUENCE_FRAMES = (6, 12, 18)  # frames taken from each 20-frame recording (frame 0 may precede the sign)
+SEQUENCE_ASPECT = 0.75  # height / width of the recordings' webcam frames (measured: 4:3 transfers best)
+MOVING = ("j", "z", "idle")  # not static handshapes
+
+
+def sequence_points(
+    path: str | Path, classes: list[str], frames: tuple[int, ...] = SEQUENCE_FRAMES, aspect: float = SEQUENCE_ASPECT,
+    mirror: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical points of the static letters in a `letters.npz` of the shared sequences layout: (points
+    (N, 21, 3), labels (N,), groups (N,) `sign_sequences:session-<name>`, found (N,)), `frames` of each
+    recording of a class in `classes` (not j, z, idle). The right-hand slot is preferred; Holistic's slots
+    name the person's hands, so the right one is not mirrored (measured against the image-trained model).
+    """
+    with np.load(path, allow_pickle=False) as z:
+        x, label, session = z["x"], z["label"].astype(str), z["session"].astype(str)
+    keep = np.isin(label, classes) & ~np.isin(label, MOVING)
+    frames = tuple(f for f in frames if f < x.shape[1])
+    x = x[keep][:, frames].astype(np.float32)
+    right = x[..., 63:126].reshape(*x.shape[:2], NUM_LANDMARKS, 3)
+    left = x[..., 0:63].reshape(*x.shape[:2], NUM_LANDMARKS, 3)
+    has_right = np.abs(right).sum(axis=(2, 3)) > 0
+    pts = np.where(has_right[..., None, None], right, left).reshape(-1, NUM_LANDMARKS, 3)
+    pts[:, :, 1] *= aspect  # x, y are fractions of the width and height; make them one unit
+    hand = np.where(has_right.reshape(-1), LEFT, RIGHT)  # Hands' labels assume a mirrored image
+    found = np.abs(pts).sum(axis=(1, 2)) > 0
+    points = canonical_points(pts, hand, mirror)
+    points[~found] = 0.0
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.repeat([index[c] for c in label[keep]], len(frames))
+    groups = np.repeat([f"{SEQUENCE_SOURCE}:session-{s}" for s in session[keep]], len(frames))
+    return points, labels.astype(np.int64), groups, found
+
+
+def load_landmark_data(run_dir: str | Path, mirror: bool = True, sequences: str | Path | None = None) -> LandmarkData:
+    """`cache.npz` + `landmarks.npz` + `splits.json` of a run, landmarks canonicalised; its first `n_images`
+    rows are the cache's. With `sequences` (a `letters.npz`), their static letters follow as the source
+    `sign_sequences`, split by session like any other source (`preprocess.grouped_split`)."""
     cache = Cache.load(run_dir)
     lm = LandmarkCache.load(run_dir, cache)
     points = canonical_points(lm.landmarks, lm.handedness, mirror)
     points[~lm.found] = 0.0
+    data = LandmarkData(
+        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir), len(cache)
+    )
+    if sequences is None or not Path(sequences).exists():
+        return data
+    s_points, s_labels, s_groups, s_found = sequence_points(sequences, cache.classes, mirror=mirror)
+    s_sources = np.full(len(s_labels), SEQUENCE_SOURCE)
+    s_splits = grouped_split(s_labels, s_groups, s_sources)
+    n = len(cache)
     return LandmarkData(
-        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir)
+        np.concatenate([data.points, s_points]), np.concatenate([data.labels, s_labels]), data.classes,
+        np.concatenate([data.sources.astype(str), s_sources]), np.concatenate([data.groups.astype(str), s_groups]),
+        np.concatenate([data.found, s_found]), {k: np.concatenate([v, s_splits[k] + n]) for k, v in data.splits.items()},
+        n,
     )
 
 
+def _rotation(axis: int, angle: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) rotations about coordinate `axis` by `angle` (N,) radians."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    m = torch.zeros(len(angle), 3, 3)
+    i, j = [a for a in range(3) if a != axis]
+    m[:, axis, axis] = 1.0
+    m[:, i, i], m[:, i, j], m[:, j, i], m[:, j, j] = c, -s, s, c
+    return m
+
+
 def augment_points(
-    points: torch.Tensor, generator: torch.Generator, degrees: float = 12.0, noise: float = 0.03
+    points: torch.Tensor, generator: torch.Generator, degrees: float = 35.0, roll: float = 20.0,
+    scale: float = 0.15, noise: float = 0.03,
 ) -> torch.Tensor:
-    """Random in-plane rotation about the wrist, a small turn about the vertical axis, and per-point jitter."""
+    """A new viewpoint of canonical points (N, 21, 3): turns about the vertical and horizontal axes up to
+    `degrees`, in-plane up to `roll`, each axis scaled by up to +-`scale` (camera aspect, foreshortening),
+    and per-joint jitter of `noise` palm sizes."""
     n = len(points)
-    roll = (torch.rand(n, generator=generator) * 2 - 1) * np.radians(degrees)
-    yaw = (torch.rand(n, generator=generator) * 2 - 1) * np.radians(2 * degrees)
-    c, s = torch.cos(roll), torch.sin(roll)
-    x, y, z = points.unbind(-1)
-    x, y = c[:, None] * x - s[:, None] * y, s[:, None] * x + c[:, None] * y
-    c, s = torch.cos(yaw), torch.sin(yaw)
-    x, z = c[:, None] * x + s[:, None] * z, -s[:, None] * x + c[:, None] * z
-    out = torch.stack([x, y, z], dim=-1)
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * 2 - 1) * limit
+
+    rot = _rotation(1, uniform(np.radians(degrees))) @ _rotation(0, uniform(np.radians(degrees))) @ _rotation(
+        2, uniform(np.radians(roll)))
+    stretch = 1 + (torch.rand(n, 1, 3, generator=generator) * 2 - 1) * scale
+    out = (points @ rot.transpose(1, 2)) * stretch
     return out + noise * torch.randn(out.shape, generator=generator)
 
 
@@ -287,12 +359,14 @@ def train_landmarks(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
     *,
+    sequences: str | Path | None = None,
     distances: bool = True,
     mirror: bool = True,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train on the train split's detected hands, select on val, score the test split (overall and per source).
+    """Train on the train split's detected hands (and, with `sequences`, the static letters of a
+    `letters.npz`), select on val, score the test split (overall and per source).
 
     Writes `best.pt` (a `save_checkpoint` file, meta `input: landmarks`), `history.csv` and `metrics.json`
     to `out_dir` (default `run_dir/train/landmark_fastkan`); returns the metrics.
@@ -301,7 +375,7 @@ def train_landmarks(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / "landmark_fastkan"
-    data = load_landmark_data(run_dir, mirror)
+    data = load_landmark_data(run_dir, mirror, sequences)
     tr, va = (data.splits[k][data.found[data.splits[k]]] for k in ("train", "val"))
     if len(tr) == 0 or len(va) == 0:
         raise UserError(f"no detected hand in the train or val split of {run_dir}; check {run_dir / LANDMARKS_NAME}")
@@ -311,7 +385,8 @@ def train_landmarks(
         **options,
     )
     pred = predict_points(model, data.points, distances)
-    test = data.splits["test"]
+    test = data.splits["test"][data.splits["test"] < data.n_images]  # the images' test split
+    held = data.splits["test"][data.splits["test"] >= data.n_images]  # landmark-only sources' held-out sessions
     metrics: dict[str, Any] = {
         "model": "landmark_fastkan", "params": count_parameters(model),
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -319,6 +394,9 @@ def train_landmarks(
         "test": landmark_metrics(data, pred, test),
         "test_by_source": {
             str(s): landmark_metrics(data, pred, test[data.sources[test] == s]) for s in np.unique(data.sources[test])
+        },
+        "held_out_sessions": {
+            str(g): landmark_metrics(data, pred, held[data.groups[held] == g]) for g in np.unique(data.groups[held])
         },
     }
     save_landmark_model(out_dir, model, data.classes, history, metrics, distances=distances, mirror=mirror, **options)
@@ -349,7 +427,7 @@ LANDMARK_STEM = "asl_landmarks"
 
 
 def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path: str | Path | None = None,
-                         calibration: np.ndarray | None = None) -> dict[str, Path]:
+                         calibration: np.ndarray | None = None, fusion_weight: float | None = None) -> dict[str, Path]:
     """A landmark checkpoint -> float ONNX (input (N, F) features) and, with `int8_path` and calibration
     features (N, F) float32, a static int8 QDQ copy. Both carry `input: landmarks` and the feature recipe."""
     from .export import quantize_onnx, save_onnx
@@ -358,6 +436,8 @@ def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path
     model, meta = load_checkpoint(checkpoint)
     if meta.get("input") != LANDMARK_INPUT:
         raise UserError(f"{checkpoint} is not a hand-landmark model; export pixel models with `asl-tinyml export`")
+    if fusion_weight is not None:
+        meta = {**meta, "fusion_weight": float(fusion_weight)}
     out = {"onnx": save_onnx(model, meta, out_path, full_check=True)}
     if int8_path is not None:
         if calibration is None or len(calibration) == 0:
@@ -367,10 +447,12 @@ def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path
 
 
 def export_landmark_model(
-    run_dir: str | Path, out_dir: str | Path = "models", checkpoint: str | Path | None = None, n_calibration: int = 500
+    run_dir: str | Path, out_dir: str | Path = "models", checkpoint: str | Path | None = None, n_calibration: int = 500,
+    fusion_weight: float | None = None,
 ) -> dict[str, Path]:
     """`asl_landmarks.pt`, `.onnx` and `_int8.onnx` (static int8, calibrated on the train split's detected
-    hands) of a run's landmark model (default `RUN/train/landmark_fastkan/best.pt`) into `out_dir`."""
+    hands) of a run's landmark model (default `RUN/train/landmark_fastkan/best.pt`) into `out_dir`; the
+    files record `fusion_weight`, the weight the fused predictor gives them (`fusion.SignPredictor`)."""
     import shutil
 
     from .models import load_checkpoint
@@ -387,50 +469,59 @@ def export_landmark_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, out_dir / f"{LANDMARK_STEM}.pt")
     paths = export_landmark_onnx(
-        checkpoint, out_dir / f"{LANDMARK_STEM}.onnx", out_dir / f"{LANDMARK_STEM}_int8.onnx", features[np.sort(rows)]
+        checkpoint, out_dir / f"{LANDMARK_STEM}.onnx", out_dir / f"{LANDMARK_STEM}_int8.onnx", features[np.sort(rows)],
+        fusion_weight,
     )
     return {"pt": out_dir / f"{LANDMARK_STEM}.pt", **paths}
 
 
 def landmark_folds(
     run_dir: str | Path,
-    kind: str = "signer",
+    kind: str = "person",
     out_dir: str | Path | None = None,
     *,
+    sequences: str | Path | None = None,
+    person_folds: int = 4,
     distances: bool = True,
     mirror: bool = True,
     progress: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """`train.train_folds` for `landmark_fastkan`: per held-out fold (`kind` "signer" or "source") train on
-    the fold's detected hands, select on its val, score all its test images (a missed hand counts as wrong
-    in `end_to_end_accuracy`). Writes `<fold>/best.pt` and `folds.json`/`.csv` to `out_dir`
-    (default `RUN/train/landmark_fastkan-loso[-source]`); one dict per fold.
+    """`train.train_folds` for `landmark_fastkan`: the same folds of the run's images as the pixel model's
+    (`kind` "person" or "source"), trained on the fold's detected hands plus the landmark-only rows of
+    `sequences`; scores all the fold's test images (a missed hand counts as wrong in `end_to_end_accuracy`).
+    With `sequences` and `kind` "source", one more fold holds out the sequences (trained on images alone).
+    Writes `<fold>/best.pt` and `folds.json`/`.csv` to `out_dir` (default `train.folds_dir`); one dict per fold.
     """
-    from .preprocess import make_folds
-    from .train import folds_dir, write_folds
+    from .preprocess import Fold, make_folds, person_ids
+    from .train import folds_dir, per_person, write_folds
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, "landmark_fastkan", kind)
-    data = load_landmark_data(run_dir, mirror)
+    data = load_landmark_data(run_dir, mirror, sequences)
+    n = data.n_images
+    images = {k: v[v < n] for k, v in data.splits.items()}
+    extra = np.arange(n, len(data.labels))  # landmark-only rows: always in training
+    folds = [Fold(f.name, np.union1d(f.train, extra), f.val, f.test)
+             for f in make_folds(kind, data.labels[:n], data.groups[:n], data.sources[:n], images, person_folds)]
+    if kind == "source" and len(extra):
+        shared = extra[np.isin(data.labels[extra], np.unique(data.labels[images["train"]]))]
+        folds.append(Fold(SEQUENCE_SOURCE, images["train"], images["val"], shared))
+    persons = person_ids(data.groups, data.sources)
     results = []
-    for fold in tqdm(make_folds(kind, data.labels, data.groups, data.sources, data.splits), desc=f"{kind} folds",
-                     unit="fold", disable=not progress, leave=False):
+    for fold in tqdm(folds, desc=f"{kind} folds", unit="fold", disable=not progress, leave=False):
         start = time.perf_counter()
         model, history = train_landmark_model(
             data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],
             num_classes=len(data.classes), distances=distances, **options,
         )
         pred = predict_points(model, data.points, distances)
+        correct = data.found[fold.test] & (pred[fold.test] == data.labels[fold.test])
         row = {"fold": fold.name, "kind": kind, "n_train": int(data.found[fold.train].sum()), "epochs_run": len(history),
-               **landmark_metrics(data, pred, fold.test), "train_seconds": round(time.perf_counter() - start, 1)}
+               **landmark_metrics(data, pred, fold.test), "per_person": per_person(persons[fold.test], correct),
+               "train_seconds": round(time.perf_counter() - start, 1)}
         save_landmark_model(out_dir / fold.name, model, data.classes, history, row, distances=distances, mirror=mirror,
                             **options)
         results.append(row)
     write_folds(results, out_dir)
     return results
-
-
-def landmark_loso(run_dir: str | Path, out_dir: str | Path | None = None, **options: Any) -> list[dict[str, Any]]:
-    """`landmark_folds` over the Massey signers."""
-    return landmark_folds(run_dir, "signer", out_dir, **options)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import Config
 from .merge import default_sources, format_report, merge
 from .preprocess import preprocess
@@ -34,7 +36,8 @@ def _model_row(name: str, summary: dict[str, Any], metrics: dict[str, Any]) -> s
     per_source = ", ".join(f"{s} {v['accuracy']:.3f}" for s, v in sorted(metrics["per_source"].items()))
     return (
         f"| {name} | {summary['params']:,} | {summary['train_seconds']:.0f} | {summary['epochs_run']} | "
-        f"{metrics['accuracy']:.4f} | {metrics['macro_f1']:.4f} | {metrics['weighted_f1']:.4f} | {per_source} |"
+        f"{metrics['accuracy']:.4f} | {metrics['macro_f1']:.4f} | {metrics['weighted_f1']:.4f} | "
+        f"{metrics['twin_aware_accuracy']:.4f} | {per_source} |"
     )
 
 
@@ -81,24 +84,82 @@ def landmarks_available() -> bool:
 
 
 def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path, pixel_params: int) -> list[str]:
-    """MediaPipe landmarks of every cached image, `landmark_fastkan` trained and exported to int8 next to
-    the pixel model, and the fused int8 predictor scored on the test split; the report's table rows."""
+    """MediaPipe landmarks of every cached image (from the hand cache), `landmark_fastkan` trained (with the
+    static letters of the landmark sequences) and exported to int8 next to the pixel model with the fusion
+    weight chosen on held-out sources (`compare`; else `cfg.fusion_weight`), and the shipped fused pair scored
+    on the test split; the report's table rows."""
     from .evaluate import evaluate
+    from .fusion import held_out_weight
     from .landmarks import build_landmark_cache, export_landmark_model, train_landmarks
 
-    build_landmark_cache(merged, run)
-    lm = train_landmarks(run, seed=cfg.seed)
-    paths = export_landmark_model(run, cfg.models_dir)
+    build_landmark_cache(merged, run, hand_cache=cfg.hand_cache_path())
+    lm = train_landmarks(run, sequences=cfg.landmark_sequences_path(), seed=cfg.seed, epochs=cfg.landmark_epochs)
+    weight = held_out_weight(run)
+    paths = export_landmark_model(run, cfg.models_dir, fusion_weight=cfg.fusion_weight if weight is None else weight)
     fused = evaluate(pixel_int8, run, run / "eval" / "fused", landmark_model=paths["onnx_int8"])
     test = lm["test"]
     per_source = ", ".join(f"{s} {v['end_to_end_accuracy']:.3f}" for s, v in sorted(lm["test_by_source"].items()))
+    sessions = ", ".join(f"{g.split(':')[-1]} {v['end_to_end_accuracy']:.3f}" for g, v in lm["held_out_sessions"].items())
     kib = (pixel_int8.stat().st_size + paths["onnx_int8"].stat().st_size) / 1024
+    chosen = "chosen on held-out sources" if weight is not None else "the default; `compare` chooses it on held-out sources"
     return [
         f"| landmark_fastkan (hand found in {test['hand_found']}/{test['images']}; a miss counts as wrong) | "
-        f"{lm['params']:,} | {lm['train_seconds']:.0f} | {lm['epochs_run']} | {test['end_to_end_accuracy']:.4f} | – | – | {per_source} |",
-        _model_row(f"fused int8 ({pixel_int8.name} + {paths['onnx_int8'].name}, {kib:.0f} KiB, weight {fused['fusion_weight']})",
+        f"{lm['params']:,} | {lm['train_seconds']:.0f} | {lm['epochs_run']} | {test['end_to_end_accuracy']:.4f} | – | – | – | "
+        f"{per_source}{'; held-out sequence session ' + sessions if sessions else ''} |",
+        _model_row(f"**shipped: fused int8** ({pixel_int8.name} + {paths['onnx_int8'].name}, {kib:.0f} KiB, weight "
+                   f"{fused['fusion_weight']}: {chosen})",
                    {"params": pixel_params + lm["params"], "train_seconds": 0, "epochs_run": "–"}, fused),
     ]
+
+
+def held_out_summary(run: Path) -> dict[str, dict[str, float | None]]:
+    """Mean and worst held-out-source and held-out-person accuracy per model, from the folds `compare` wrote."""
+    from .compare import held_out_figures
+    from .train import folds_dir
+
+    def read(model: str, kind: str) -> list[dict[str, Any]] | None:
+        path = folds_dir(run, model, kind) / "folds.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    out = {}
+    for name, model, acc, per in (("fused", "fused", "accuracy", "per_person"), ("pixels", "convkan", "accuracy", "per_person"),
+                                  ("landmarks", "landmark_fastkan", "end_to_end_accuracy", "per_person")):
+        source, person = read(model, "source"), read(model, "person")
+        if source or person:
+            out[name] = held_out_figures(source, person, acc, per)
+    return out
+
+
+def held_out_section(run: Path) -> list[str]:
+    """The report's first table: leave-one-source-out and leave-people-out accuracy of the fused predictor,
+    pixels alone and landmarks alone, from the folds `compare` wrote (a pointer to it when there are none)."""
+    from .compare import person_accuracy
+    from .train import folds_dir
+
+    def read(model: str, kind: str) -> list[dict[str, Any]] | None:
+        path = folds_dir(run, model, kind) / "folds.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    source, person = read("fused", "source"), read("fused", "person")
+    if not source or not person:
+        return ["", "## New people and new sources", "",
+                f"Not measured in this run: `asl-tinyml compare --run {run}` trains the held-out folds (about 45 "
+                "minutes on 2 cores) and chooses the fusion weight on held-out sources; run the pipeline again "
+                "afterwards to ship that weight."]
+    lines = ["", "## New people and new sources (held out)", "",
+             "| held out | images | fused (shipped) | pixels alone | landmarks alone | weight |", "|---|---|---|---|---|---|"]
+    for r in source:
+        lines.append(f"| source `{r['fold']}` | {r['n_images']} | {r['accuracy']:.3f} | {r['pixel_accuracy']:.3f} "
+                     f"| {r['landmark_accuracy']:.3f} | {r['weight']} |")
+    mean = {k: float(np.mean([r[k] for r in source])) for k in ("accuracy", "pixel_accuracy", "landmark_accuracy")}
+    lines.append(f"| **every source, mean** | | **{mean['accuracy']:.3f}** | {mean['pixel_accuracy']:.3f} "
+                 f"| {mean['landmark_accuracy']:.3f} | |")
+    fused, pix, lmk = (person_accuracy(person, k) for k in ("per_person", "pixel_per_person", "landmark_per_person"))
+    for p in sorted(fused):
+        lines.append(f"| person `{p}` | | {fused[p]:.3f} | {pix.get(p, float('nan')):.3f} | {lmk.get(p, float('nan')):.3f} | |")
+    lines.append(f"| **every person, mean** | | **{np.mean(list(fused.values())):.3f}** | {np.mean(list(pix.values())):.3f} "
+                 f"| {np.mean(list(lmk.values())):.3f} | |")
+    return lines
 
 
 def run_pipeline(cfg: Config) -> str:
@@ -121,8 +182,10 @@ def run_pipeline(cfg: Config) -> str:
             frame_block=cfg.frame_block,
         )
         print(format_report(report, merged))
-    with _stage("preprocess", timings):
-        prep = preprocess(merged, run, cfg.image_size, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    hand_crop = cfg.hand_crop and landmarks_available()
+    with _stage("preprocess" + (" (MediaPipe hand crops)" if hand_crop else ""), timings):
+        prep = preprocess(merged, run, cfg.image_size, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                          hand_crop=hand_crop, hand_cache=cfg.hand_cache_path(), margin=cfg.crop_margin)
     with _stage("eda", timings):
         figures = run_eda(merged, run, run / "eda")
     with _stage(f"train + evaluate {cfg.model}", timings):
@@ -163,22 +226,27 @@ def run_pipeline(cfg: Config) -> str:
     fused_metrics = run / "eval" / "fused" / "metrics.json"
     if landmark_rows and fused_metrics.exists():
         fused = json.loads(fused_metrics.read_text())
-        headline["fused"] = {k: fused[k] for k in ("accuracy", "macro_f1", "n", "hand_found", "fusion_weight", "model_bytes")}
+        headline["fused"] = {k: fused[k] for k in ("accuracy", "macro_f1", "twin_aware_accuracy", "n", "hand_found",
+                                                   "fusion_weight", "model_bytes", "per_source")}
+    held_out = held_out_section(run)
+    headline["held_out"] = held_out_summary(run)
     (run / "metrics.json").write_text(json.dumps(headline, indent=2, default=str))
     lines = [
         f"# asl-tinyml run `{run}`",
         "",
         f"Sources: {', '.join(s.name for s in sources)}; merged into `{merged}` "
         f"({report.n_merged} new, {report.already} already there, {len(report.skipped)} skipped).",
-        f"Cache: {prep.n_images} images at {cfg.image_size}x{cfg.image_size}; grouped splits "
-        + ", ".join(f"{k} {v}" for k, v in prep.split_sizes.items())
-        + " (no signer or frame block in two splits; the test split holds an unseen Massey signer).",
+        f"Cache: {prep.n_images} images at {cfg.image_size}x{cfg.image_size}"
+        + (f", cropped to the hand where MediaPipe found one ({prep.hands_found})" if prep.hands_found is not None else "")
+        + "; grouped splits " + ", ".join(f"{k} {v}" for k, v in prep.split_sizes.items())
+        + " (no person or frame block in two splits; the test split holds unseen people).",
         f"EDA: {len(figures)} PNGs in `{run / 'eda'}`.",
+        *(held_out if landmark_rows else []),
         "",
         "## Models on the grouped test split",
         "",
-        "| model | params | train s | epochs | accuracy | macro-F1 | weighted-F1 | accuracy per source |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | params | train s | epochs | accuracy | macro-F1 | weighted-F1 | twin-aware accuracy | accuracy per source |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         *landmark_rows,
         *_section(run / "compress" / "compress.md", "Compression"),

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from .config import UserError
-from .fusion import DEFAULT_WEIGHT, FusedPredictor, LandmarkPredictor, fuse_proba
-from .inference import Predictor, load_predictor
-from .preprocess import load_image
+from .fusion import NO_HAND_LABEL, LandmarkPredictor, SignPredictor, class_mask, load_sign_predictor, restrict_proba
+from .inference import Predictor
 
-CHUNK = 64  # images decoded and classified together
+CHUNK = 128  # images decoded, detected and classified together
 
 
 def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -33,78 +32,74 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def _classify(
-    predictor: Predictor, pending: list[tuple[Path, np.ndarray | str]], topk: int, fused: FusedPredictor | None = None
-) -> Iterator[dict[str, Any]]:
-    """Rows for decoded images (one batch through the model) and read errors, in the order given."""
-    images = [img for _, img in pending if isinstance(img, np.ndarray)]
-    probs = iter([])
-    hands = iter([])
-    if images:
-        try:
-            if fused is None:
-                probs = iter(predictor.predict_proba(np.stack(images)))
-            else:
-                features, found = fused.landmark.hands_for_files([p for p, img in pending if isinstance(img, np.ndarray)])
-                probs, hands = iter(fused.predict_proba(np.stack(images), features, found)), iter(found)
-        except UserError:
-            raise
-        except Exception as exc:  # the model file loaded but cannot run on these inputs
-            raise UserError(
-                f"{predictor.path} failed to run ({type(exc).__name__}: {exc}); re-export it with `asl-tinyml export`"
-            ) from exc
-    for path, item in pending:
-        if isinstance(item, str):
-            yield {"file": str(path), "error": item}
+def _rows(predictor: SignPredictor, files: list[Path], topk: int, mask: np.ndarray) -> Iterator[dict[str, Any]]:
+    """One row per file of one batch, in order: top-k labels and probabilities, or the read error."""
+    readable = [f for f in files if f.is_file()]
+    try:
+        proba, found, errors, _ = predictor.predict_files(readable)
+    except UserError:
+        raise
+    except Exception as exc:  # the model file loaded but cannot run on these inputs
+        raise UserError(
+            f"{predictor.pixel.path} failed to run ({type(exc).__name__}: {exc}); re-export it with `asl-tinyml export`"
+        ) from exc
+    result = {f: (p, h, e) for f, p, h, e in zip(readable, restrict_proba(proba, mask), found, errors)}
+    for path in files:
+        if path not in result:
+            yield {"file": str(path), "error": "no such file" if not path.exists() else "not a regular file"}
             continue
-        p = next(probs)
+        p, hand, error = result[path]
+        if error is not None:
+            yield {"file": str(path), "error": error}
+            continue
         order = np.argsort(-p, kind="stable")[:topk]
         yield {
             "file": str(path),
+            "label": predictor.label(p, bool(hand)),
             "labels": [predictor.classes[i] for i in order],
             "probs": [round(float(p[i]), 6) for i in order],
-            **({"hand": bool(next(hands))} if fused is not None else {}),
+            **({"hand": bool(hand)} if predictor.needs_hands else {}),
         }
 
 
 def predict_paths(
     paths: Iterable[str | Path],
-    model: str | Path | Predictor,
+    model: str | Path | Predictor | SignPredictor | None = None,
     topk: int = 3,
     threads: int | None = None,
     landmark_model: str | Path | None = None,
-    fusion_weight: float = DEFAULT_WEIGHT,
+    fusion_weight: float | None = None,
+    classes: str = "all",
+    models_dir: str | Path = "models",
 ) -> Iterator[dict[str, Any]]:
-    """One dict per file, in order: `{file, labels, probs}` (top-k, most likely first) or `{file, error}`.
+    """One dict per file, in order: `{file, label, labels, probs[, hand]}` (top-k, most likely first) or
+    `{file, error}`.
 
-    `model` is a model file (`.pt` checkpoint or `.onnx` export) or a loaded Predictor; a missing or
-    unusable model raises UserError before any file is read. With `landmark_model` the fused predictor
-    runs (MediaPipe on each file; rows gain `hand`: whether a hand was found).
+    `model` is a model file (`.pt` or `.onnx`), a loaded predictor, or None for the shipped default in
+    `models_dir` (`fusion.load_sign_predictor`: the fused predictor when the landmark model is there). A
+    missing or unusable model raises UserError before any file is read. `label` is the answer: the top
+    class, or "no hand found" for an unsure guess on a photo without a detected hand. `classes` (`all`,
+    `letters`, `digits`) restricts the answers.
     """
     if topk < 1:
         raise UserError(f"--topk must be at least 1, got {topk}")
-    predictor = model if isinstance(model, Predictor) else load_predictor(model, threads=threads)
-    fused = None
-    if landmark_model is not None:
-        fused = FusedPredictor(predictor, LandmarkPredictor(landmark_model, threads), fusion_weight)
-        fuse_proba(np.ones((1, 1)), np.ones((1, 1)), np.ones(1, bool), fusion_weight)  # a bad weight fails now
-    topk = min(topk, len(predictor.classes))
-    pending: list[tuple[Path, np.ndarray | str]] = []
-    decoded = 0
+    if isinstance(model, SignPredictor):
+        predictor = model
+    elif isinstance(model, Predictor):
+        landmark = LandmarkPredictor(landmark_model, threads) if landmark_model is not None else None
+        predictor = SignPredictor(model, landmark, fusion_weight)
+    else:
+        predictor = load_sign_predictor(model, landmark_model, models_dir=models_dir, weight=fusion_weight, threads=threads)
+    mask = class_mask(predictor.classes, classes)
+    topk = min(topk, int(mask.sum()))
+    batch: list[Path] = []
     for path in expand_paths(paths):
-        if not path.exists():
-            pending.append((path, "no such file or folder"))
-        else:
-            try:
-                pending.append((path, load_image(path, predictor.image_size)))
-                decoded += 1
-            except (ValueError, OSError) as exc:
-                pending.append((path, str(exc)))
-        if decoded == CHUNK or len(pending) >= 4 * CHUNK:
-            yield from _classify(predictor, pending, topk, fused)
-            pending, decoded = [], 0
-    if pending:
-        yield from _classify(predictor, pending, topk, fused)
+        batch.append(path)
+        if len(batch) == CHUNK:
+            yield from _rows(predictor, batch, topk, mask)
+            batch = []
+    if batch:
+        yield from _rows(predictor, batch, topk, mask)
 
 
 def format_row(row: dict[str, Any], json_lines: bool = False) -> str:
@@ -113,5 +108,7 @@ def format_row(row: dict[str, Any], json_lines: bool = False) -> str:
         return json.dumps(row)
     if "error" in row:
         return f"{row['file']}  error: " + " ".join(str(row["error"]).split())
-    hand = {True: "  [hand]", False: "  [no hand: pixels only]"}.get(row.get("hand"), "")
-    return row["file"] + "  " + "  ".join(f"{label} ({p:.3f})" for label, p in zip(row["labels"], row["probs"])) + hand
+    hand = {True: "  [hand]", False: "  [no hand found: centre crop, pixels only]"}.get(row.get("hand"), "")
+    answer = f"{row['label']}  " if row.get("label") == NO_HAND_LABEL else ""
+    top = "  ".join(f"{label} ({p:.3f})" for label, p in zip(row["labels"], row["probs"]))
+    return f"{row['file']}  {answer}{top}{hand}"

@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from .config import UserError, canonical_classes
+from .hands import HandTable, cached_hands, hand_crop
+from .images import load_image, read_rgb
 from .merge import read_manifest
 
 CACHE_NAME = "cache.npz"
 SPLITS_NAME = "splits.json"
 SPLITS = ("train", "val", "test")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF rotation applied; grayscale, palette, CMYK and alpha (over black) converted."""
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        im = Image.alpha_composite(background, im)
-    return im.convert("RGB")
-
-
-def load_image(src: str | Path | BinaryIO, size: int = 64) -> np.ndarray:
-    """Decode any Pillow image, centre-crop to square, resize to `size`: uint8 (size, size, 3).
-
-    Raises ValueError naming the reason when the file is not a readable image.
-    """
-    try:
-        with Image.open(src) as im:
-            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode huge photos at reduced scale
-            rgb = to_rgb(im)
-            rgb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -61,6 +37,7 @@ class Cache:
     sources: np.ndarray  # (N,) str
     groups: np.ndarray  # (N,) str
     paths: np.ndarray  # (N,) str, relative to the merged folder
+    crop: str = "centre"  # "hand": each image is the square around its detected hand (centre where none)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -68,14 +45,14 @@ class Cache:
     def subset(self, index: np.ndarray) -> Cache:
         return Cache(
             self.images[index], self.labels[index], self.classes,
-            self.sources[index], self.groups[index], self.paths[index],
+            self.sources[index], self.groups[index], self.paths[index], self.crop,
         )
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path, images=self.images, labels=self.labels, classes=np.array(self.classes),
-            sources=self.sources, groups=self.groups, paths=self.paths,
+            sources=self.sources, groups=self.groups, paths=self.paths, crop=np.array(self.crop),
         )
 
     @classmethod
@@ -88,12 +65,18 @@ class Cache:
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
-                z["sources"], z["groups"], z["paths"],
+                z["sources"], z["groups"], z["paths"], str(z["crop"]) if "crop" in z else "centre",
             )
 
 
-def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cache, list[tuple[str, str]]]:
-    """Read every manifest row of `merged_dir` into a Cache; returns it with the (path, reason) skipped."""
+def build_cache(
+    merged_dir: Path, size: int = 64, workers: int = 4, hands: HandTable | None = None, margin: float = 0.25
+) -> tuple[Cache, list[tuple[str, str]]]:
+    """Read every manifest row of `merged_dir` into a Cache; returns it with the (path, reason) skipped.
+
+    With `hands` (detections aligned with the manifest rows) each image is cropped to the square around
+    its hand (`hands.hand_crop`), else centre-cropped.
+    """
     merged_dir = Path(merged_dir)
     rows = read_manifest(merged_dir)
     if not rows:
@@ -102,14 +85,17 @@ def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cac
     classes = [c for c in canonical_classes(include_extra=True) if c in present]
     index = {c: i for i, c in enumerate(classes)}
 
-    def load(row: dict[str, str]) -> np.ndarray | str:
+    def load(i: int) -> np.ndarray | str:
+        path = merged_dir / rows[i]["merged_path"]
         try:
-            return load_image(merged_dir / row["merged_path"], size)
+            if hands is None:
+                return load_image(path, size)
+            return hand_crop(read_rgb(path), hands.landmarks[i] if hands.found[i] else None, size, margin)
         except (ValueError, FileNotFoundError) as exc:
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(load, rows), total=len(rows), desc="preprocess", unit="img", leave=False))
+        results = list(tqdm(pool.map(load, range(len(rows))), total=len(rows), desc="preprocess", unit="img", leave=False))
     keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
     skipped = [(rows[i]["merged_path"], str(r)) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
     if not keep:
@@ -122,8 +108,17 @@ def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cac
         sources=np.array([r["source"] for r in kept]),
         groups=np.array([r["group"] for r in kept]),
         paths=np.array([r["merged_path"] for r in kept]),
+        crop="centre" if hands is None else "hand",
     )
     return cache, skipped
+
+
+def merged_hands(merged_dir: Path, hand_cache: str | Path | None = None, progress: bool = True) -> HandTable:
+    """Hand detections of every manifest row of `merged_dir`, in order, detecting only images (by content
+    hash) that `hand_cache` does not hold yet."""
+    rows = read_manifest(Path(merged_dir))
+    files = [Path(merged_dir) / r["merged_path"] for r in rows]
+    return cached_hands(files, [r["sha256"] for r in rows], hand_cache, progress=progress)
 
 
 def _one_fold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,9 +198,10 @@ def load_splits(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.array(payload[k], dtype=np.int64) for k in SPLITS}
 
 
-# --- held-out folds: unseen signers, unseen sources -------------------------------------------------------
-SIGNER_PREFIX = "massey_asl:hand"
-FOLD_KINDS = ("signer", "source")
+# --- held-out folds: unseen people, unseen sources -------------------------------------------------------
+FOLD_KINDS = ("person", "source")
+PERSON_GROUP = re.compile(r"^[^:]+:(hand|user|signer|subject|session-)[0-9a-z]+$", re.IGNORECASE)
+SINGLE_PERSON_SOURCES = ("asl_alphabet_subset",)  # sources whose every image shows one person (datasets README)
 
 
 @dataclass(frozen=True)
@@ -218,24 +214,35 @@ class Fold:
     test: np.ndarray
 
 
-def signer_groups(groups: np.ndarray, prefix: str = SIGNER_PREFIX) -> list[str]:
-    """The Massey signer groups present (`massey_asl:hand1`, ...), sorted."""
-    return sorted({str(g) for g in np.unique(groups) if str(g).startswith(prefix)})
+def person_ids(groups: np.ndarray, sources: np.ndarray, single_person_sources: tuple[str, ...] = SINGLE_PERSON_SOURCES) -> np.ndarray:
+    """The person of each row: its group where that names one (`massey_asl:hand3`, `asl_users_mon95:user4`,
+    `asl_fingerspelling_4signers:signer2`, `sign_sequences:session-cam`), the source for a one-person source,
+    else "" (unknown: the digits' 218 students are not named)."""
+    groups, sources = np.asarray(groups).astype(str), np.asarray(sources).astype(str)
+    named = np.array([bool(PERSON_GROUP.match(g)) for g in groups], bool)
+    return np.where(named, groups, np.where(np.isin(sources, single_person_sources), sources, ""))
 
 
-def signer_folds(groups: np.ndarray, splits: dict[str, np.ndarray], prefix: str = SIGNER_PREFIX) -> list[Fold]:
-    """Leave one signer out: for signer k, train on the train split plus the other signers (never k),
-    select on the val split without k, test on all of k's images."""
-    groups = np.asarray(groups).astype(str)
-    signers = signer_groups(groups, prefix)
-    if len(signers) < 2:
-        raise UserError(f"leave-one-signer-out needs at least two signers ({prefix}N groups); found {signers}")
-    everyone = np.flatnonzero(np.isin(groups, signers))
+def person_folds(persons: np.ndarray, splits: dict[str, np.ndarray], k: int = 4) -> list[Fold]:
+    """Leave people out, every known person exactly once, in `k` folds of about equal size: fold j trains on the
+    train split plus every other person's images (never fold j's people), selects on the val split without
+    them and tests on all their images. Rows of unknown people stay where the splits put them."""
+    persons = np.asarray(persons).astype(str)
+    names, sizes = np.unique(persons[persons != ""], return_counts=True)
+    if len(names) < 2:
+        raise UserError(f"leave-people-out needs at least two known people; found {names.tolist()}")
+    buckets: list[list[str]] = [[] for _ in range(min(k, len(names)))]
+    load = np.zeros(len(buckets))
+    for i in np.argsort(-sizes, kind="stable"):  # largest first, into the lightest fold
+        j = int(np.argmin(load))
+        buckets[j].append(str(names[i]))
+        load[j] += sizes[i]
+    everyone = np.flatnonzero(persons != "")
     folds = []
-    for signer in signers:
-        held = np.flatnonzero(groups == signer)
+    for j, held_people in enumerate(buckets):
+        held = np.flatnonzero(np.isin(persons, held_people))
         folds.append(Fold(
-            signer.split(":")[-1], np.setdiff1d(np.union1d(splits["train"], everyone), held),
+            f"people{j + 1}", np.setdiff1d(np.union1d(splits["train"], everyone), held),
             np.setdiff1d(splits["val"], held), held,
         ))
     return folds
@@ -260,10 +267,11 @@ def source_folds(sources: np.ndarray, labels: np.ndarray, splits: dict[str, np.n
     return folds
 
 
-def make_folds(kind: str, labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, splits: dict[str, np.ndarray]) -> list[Fold]:
-    """`signer` or `source` folds of a cache."""
-    if kind == "signer":
-        return signer_folds(groups, splits)
+def make_folds(kind: str, labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, splits: dict[str, np.ndarray],
+               k: int = 4) -> list[Fold]:
+    """`person` (`person_folds` in `k` folds) or `source` folds of a cache."""
+    if kind == "person":
+        return person_folds(person_ids(groups, sources), splits, k)
     if kind == "source":
         return source_folds(sources, labels, splits)
     raise UserError(f"unknown fold kind {kind!r}; choose one of {FOLD_KINDS}")
@@ -276,17 +284,22 @@ class PreprocessResult:
     n_images: int
     split_sizes: dict[str, int]
     skipped: list[tuple[str, str]]
+    hands_found: int | None = None  # images cropped to a detected hand (None: centre crops)
 
 
 def preprocess(
-    merged_dir: Path, out_dir: Path, size: int = 64, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1
+    merged_dir: Path, out_dir: Path, size: int = 64, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+    *, hand_crop: bool = False, hand_cache: str | Path | None = None, margin: float = 0.25,
 ) -> PreprocessResult:
-    """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder."""
+    """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder; with `hand_crop` every image
+    is cropped to its hand (MediaPipe, detections kept in `hand_cache` by image hash)."""
     out_dir = Path(out_dir)
-    cache, skipped = build_cache(Path(merged_dir), size)
+    hands = merged_hands(Path(merged_dir), hand_cache) if hand_crop else None
+    cache, skipped = build_cache(Path(merged_dir), size, hands=hands, margin=margin)
     splits = grouped_split(cache.labels, cache.groups, cache.sources, seed, val_fraction, test_fraction)
     cache.save(out_dir / CACHE_NAME)
     save_splits(splits, out_dir / SPLITS_NAME, seed)
     return PreprocessResult(
-        out_dir / CACHE_NAME, out_dir / SPLITS_NAME, len(cache), {k: len(v) for k, v in splits.items()}, skipped
+        out_dir / CACHE_NAME, out_dir / SPLITS_NAME, len(cache), {k: len(v) for k, v in splits.items()}, skipped,
+        int(hands.found.sum()) if hands is not None else None,
     )

@@ -20,6 +20,7 @@ import binascii
 import io
 import json
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,14 +38,14 @@ from python_multipart.multipart import File as MultipartFile
 from python_multipart.multipart import FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from .config import UserError
-from .inference import Predictor, load_predictor
-from .preprocess import load_image
+from .fusion import SignPredictor, class_mask, load_sign_predictor, restrict_proba
+from .images import read_rgb
+from .inference import Predictor
 from .spelling import Speller, SpellingConfig
 
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_MODEL = Path("models/asl_fastkan_int8.onnx")
 MIB = 1024 * 1024
+_DETECT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ServeSettings:
     max_fps: float = 20.0  # frames per second accepted from one WebSocket client; the rest are dropped
     max_pixels: int = 64_000_000  # decoded image size (a decompression bomb guard)
     threads: int | None = 1  # inference threads per call (requests run in parallel on a thread pool)
+    classes: str = "all"  # answers allowed: all, letters or digits (`fusion.class_mask`); the page can switch
     spelling: SpellingConfig = field(default_factory=SpellingConfig)
 
 
@@ -66,13 +68,18 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    label: str  # the answer: the top class, or "no hand found"
     top: list[Prediction]
+    hand: bool | None  # whether MediaPipe found a hand (None: the predictor does not look for one)
     ms: float  # server time to decode the image and run the model
 
 
 class Health(BaseModel):
     status: str
     model: str
+    landmark_model: str | None
+    fusion_weight: float | None
+    crop: str
     kind: str
     model_name: str | None
     classes: int
@@ -114,8 +121,20 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]
     return [{"label": classes[i], "prob": round(float(probs[i]), 6)} for i in order]
 
 
-def classify_bytes(predictor: Predictor, data: bytes, max_pixels: int = 64_000_000) -> tuple[np.ndarray, float]:
-    """Decode an image from memory and classify it: (probabilities, milliseconds).
+@dataclass
+class Classified:
+    """One image's answer: probabilities (restricted to the allowed classes), whether a hand was found, time."""
+
+    probs: np.ndarray
+    hand: bool
+    label: str
+    ms: float
+
+
+def classify_bytes(
+    predictor: SignPredictor, data: bytes, max_pixels: int = 64_000_000, mask: np.ndarray | None = None
+) -> Classified:
+    """Decode an image from memory and classify it (hand detection, crop, fusion as the predictor does).
 
     Raises BadImage (ImageTooLarge past `max_pixels`, checked from the header before decoding).
     """
@@ -127,17 +146,20 @@ def classify_bytes(predictor: Predictor, data: bytes, max_pixels: int = 64_000_0
             width, height = im.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{exc}; send a smaller photo") from exc
-    except (OSError, SyntaxError, ValueError):  # unreadable: load_image below names the reason
+    except (OSError, SyntaxError, ValueError):  # unreadable: read_rgb below names the reason
         width = height = 0
     if width * height > max_pixels:
         raise ImageTooLarge(f"image of {width}x{height} pixels exceeds {max_pixels / 1e6:g} megapixels; send a smaller photo")
     try:
-        image = load_image(io.BytesIO(data), predictor.image_size)
+        image = read_rgb(io.BytesIO(data))
     except (ValueError, Image.DecompressionBombError) as exc:
-        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc))  # no memory addresses
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>:?", "", str(exc)).strip()  # no memory addresses
         raise BadImage(f"{reason}; send a JPEG, PNG or WebP photo") from exc
-    probs = predictor.predict_proba(image)[0]
-    return probs, (time.perf_counter() - start) * 1000
+    with _DETECT_LOCK:  # one MediaPipe graph per predictor, not thread-safe
+        probs, hand = predictor.predict_image(image)
+    if mask is not None:
+        probs = restrict_proba(probs[None], mask)[0]
+    return Classified(probs, hand, predictor.label(probs, hand), (time.perf_counter() - start) * 1000)
 
 
 def decode_data_url(text: str) -> bytes:
@@ -209,12 +231,23 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
 
 
-def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: ServeSettings | None = None) -> FastAPI:
-    """The web app around one model (a `.pt`/`.onnx` path, loaded once here, or a loaded Predictor)."""
+def create_app(
+    model: str | Path | Predictor | SignPredictor | None = None, *, settings: ServeSettings | None = None
+) -> FastAPI:
+    """The web app around one predictor: a loaded one, a pixel model file, or None for the shipped default
+    (`fusion.load_sign_predictor`: the fused predictor when `models/` holds the landmark model)."""
     settings = settings or ServeSettings()
-    predictor = model if isinstance(model, Predictor) else load_predictor(model, threads=settings.threads)
-    predictor.predict_proba(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))  # warm up
+    if isinstance(model, SignPredictor):
+        predictor = model
+    elif isinstance(model, Predictor):
+        predictor = SignPredictor(model)
+    else:
+        predictor = load_sign_predictor(model, threads=settings.threads)
+    predictor.predict_image(np.zeros((predictor.pixel.image_size,) * 2 + (3,), np.uint8))  # warm up
     classes = list(predictor.classes)
+    masks = {which: class_mask(classes, which) for which in ("all", "letters", "digits")
+             if which == "all" or any(c.isdigit() == (which == "digits") for c in classes)}
+    default_mask = class_mask(classes, settings.classes)
     app = FastAPI(
         title="asl-tinyml",
         version="0.1.0",
@@ -231,47 +264,60 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
     @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         """The server is up: the model file, its kind, and its classes."""
+        pixel, landmark = predictor.pixel, predictor.landmark
         return {
-            "status": "ok", "model": str(predictor.path), "kind": predictor.kind, "model_name": predictor.model_name,
-            "classes": len(classes), "labels": classes, "image_size": predictor.image_size,
+            "status": "ok", "model": str(pixel.path), "kind": pixel.kind, "model_name": pixel.model_name,
+            "landmark_model": str(landmark.path) if landmark else None,
+            "fusion_weight": predictor.weight if landmark else None, "crop": pixel.crop,
+            "classes": len(classes), "labels": classes, "image_size": pixel.image_size,
         }
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=_UPLOAD_BODY,
               responses={400: {"description": "not a readable image"}, 413: {"description": "upload too large"},
                          422: {"description": "no image in the request"}})
-    async def predict(request: Request, topk: int = Query(settings.topk, ge=1, le=100)) -> dict[str, Any]:
-        """Classify one photo: multipart field `file` (or a raw image body); returns the `topk` best classes."""
+    async def predict(
+        request: Request, topk: int = Query(settings.topk, ge=1, le=100),
+        classes_: str = Query(settings.classes, alias="classes", pattern="^(all|letters|digits)$"),
+    ) -> dict[str, Any]:
+        """Classify one photo: multipart field `file` (or a raw image body); returns the answer and the `topk`
+        best classes (`classes=letters|digits` restricts them)."""
         body = await _read_body(request, settings.max_upload_bytes)
         content_type = request.headers.get("content-type", "")
+        if classes_ not in masks:
+            raise HTTPException(422, f"the model knows no {classes_}; use classes=all")
 
-        def handle() -> tuple[np.ndarray, float]:  # parse, decode and classify in one worker thread
+        def handle() -> Classified:  # parse, decode and classify in one worker thread
             data = image_from_body(body, content_type, settings.max_upload_bytes)
-            return classify_bytes(predictor, data, settings.max_pixels)
+            return classify_bytes(predictor, data, settings.max_pixels, masks[classes_])
 
         try:
-            probs, ms = await run_in_threadpool(handle)
+            out = await run_in_threadpool(handle)
         except ImageTooLarge as exc:
             raise HTTPException(413, str(exc)) from exc
         except BadImage as exc:
             raise HTTPException(400, str(exc)) from exc
-        return {"top": top_k(probs, classes, topk), "ms": round(ms, 3)}
+        allowed = int(masks[classes_].sum())
+        return {"label": out.label, "top": top_k(out.probs, classes, min(topk, allowed)),
+                "hand": out.hand if predictor.needs_hands else None, "ms": round(out.ms, 3)}
 
-    async def on_frame(data: bytes, speller: Speller, frame_id: Any) -> dict[str, Any]:
+    async def on_frame(data: bytes, speller: Speller, frame_id: Any, mask: np.ndarray) -> dict[str, Any]:
         if len(data) > settings.max_frame_bytes:
             return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
         try:
-            probs, ms = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels)
+            out = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels, mask)
         except ImageTooLarge as exc:
             return _error("too_large", str(exc))
         except BadImage as exc:
             return _error("bad_image", str(exc))
-        state = speller.update(probs)
-        reply = {"type": "prediction", "top": top_k(probs, classes, settings.topk), "ms": round(ms, 3), **state.to_dict()}
+        state = speller.update(out.probs)
+        reply = {"type": "prediction", "label": out.label, "hand": out.hand if predictor.needs_hands else None,
+                 "top": top_k(out.probs, classes, min(settings.topk, int(mask.sum()))), "ms": round(out.ms, 3),
+                 **state.to_dict()}
         if frame_id is not None:
             reply["id"] = frame_id
         return reply
 
-    async def on_message(message: dict[str, Any], speller: Speller, limiter: RateLimiter) -> dict[str, Any]:
+    async def on_message(message: dict[str, Any], speller: Speller, limiter: RateLimiter, session: dict[str, Any]) -> dict[str, Any]:
         raw = message.get("bytes")
         frame_id = None
         if raw is None:
@@ -290,6 +336,12 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 return {"type": "state", **speller.edit(label).to_dict()}
             if kind == "ping":
                 return {"type": "pong"}
+            if kind == "classes":
+                which = msg.get("classes")
+                if which not in masks:
+                    return _error("bad_message", f"classes must be one of {', '.join(masks)}")
+                session["mask"] = masks[which]
+                return {"type": "classes", "classes": which}
             if kind != "frame":
                 return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping")
             if not isinstance(msg.get("image"), str):
@@ -301,15 +353,17 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 return _error("bad_image", str(exc))
         if not limiter.allow(time.monotonic()):
             return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
-        return await on_frame(raw, speller, frame_id)
+        return await on_frame(raw, speller, frame_id, session["mask"])
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
         speller = Speller(classes, settings.spelling)
         limiter = RateLimiter(settings.max_fps)
+        session: dict[str, Any] = {"mask": default_mask}
         await websocket.send_json({
-            "type": "hello", "classes": classes, "image_size": predictor.image_size, "max_fps": settings.max_fps,
+            "type": "hello", "classes": classes, "image_size": predictor.pixel.image_size, "max_fps": settings.max_fps,
+            "hand": predictor.needs_hands, "answer_sets": list(masks),
             "max_frame_bytes": settings.max_frame_bytes, **speller.state.to_dict(),
         })
         try:
@@ -317,25 +371,20 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                await websocket.send_json(await on_message(message, speller, limiter))
+                await websocket.send_json(await on_message(message, speller, limiter, session))
         except WebSocketDisconnect:
             pass
 
     return app
 
 
-def run_server(model: str | Path = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
+def run_server(model: str | Path | SignPredictor | None = None, host: str = "127.0.0.1", port: int = 8000,
                settings: ServeSettings | None = None, log_level: str = "info") -> None:
-    """Load the model once and serve the app with uvicorn until interrupted."""
+    """Load the predictor once (None: the shipped default) and serve the app with uvicorn until interrupted."""
     import uvicorn
 
-    model = Path(model)
-    if not model.exists():
-        raise UserError(
-            f"model file {model} not found; make it with `asl-tinyml pipeline` (train + export into models/) "
-            "or `asl-tinyml export --model CHECKPOINT`, or pass --model an .onnx/.pt file"
-        )
     settings = settings or ServeSettings()
     app = create_app(model, settings=settings)
-    print(f"asl-tinyml: serving {model} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
+    predictor: SignPredictor = app.state.predictor
+    print(f"asl-tinyml: serving {predictor.name} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .config import Config, UserError
 from .models import count_parameters, create_model, save_checkpoint
-from .preprocess import Cache, load_splits, make_folds
+from .preprocess import Cache, load_splits, make_folds, person_ids
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds"]
 AUG_GROUP = 8  # images that share one draw of augmentation parameters (v2 draws once per call)
@@ -84,16 +84,26 @@ def build_augment(
     jitter: float = Config.color_jitter,
     erasing: float = Config.random_erasing,
     rand_augment: int = Config.rand_augment,
+    hue: float = Config.hue,
+    blur: float = Config.blur,
+    noise: float = Config.noise,
+    jpeg: float = Config.jpeg,
 ) -> v2.Compose:
-    """Augmentation that keeps a sign readable: small rotation/shift/scale, brightness/contrast/saturation
-    (factors in [1 - jitter, 1 + jitter]), with `rand_augment` > 0 two RandAugment ops of that magnitude
-    (v2.RandAugment, 0-30) and, with probability `erasing`, one erased rectangle.
+    """Augmentation that keeps a sign readable and varies what a new room and camera change: rotation,
+    shift and scale; brightness/contrast/saturation (factors in [1 - jitter, 1 + jitter]) and hue; with
+    probabilities `blur`, `noise` and `jpeg` a Gaussian blur, sensor noise and JPEG compression; with
+    `rand_augment` > 0 two RandAugment ops of that magnitude (0-30) and, with probability `erasing`, one
+    erased rectangle. All torchvision v2 transforms on float images in [0, 1].
 
     No horizontal flip: a mirrored hand is a left hand, and some signs differ only by orientation.
     """
+    to_uint8, to_float = v2.ToDtype(torch.uint8, scale=True), v2.ToDtype(torch.float32, scale=True)
     return v2.Compose([
-        v2.RandomAffine(degrees=12, translate=(0.1, 0.1), scale=(0.85, 1.15)),
-        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+        v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.8, 1.2)),
+        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=hue),
+        *([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=blur)] if blur > 0 else []),
+        *([v2.RandomApply([v2.GaussianNoise(sigma=0.04)], p=noise)] if noise > 0 else []),
+        *([v2.RandomApply([to_uint8, v2.JPEG((30, 90)), to_float], p=jpeg)] if jpeg > 0 else []),
         *([v2.RandAugment(num_ops=2, magnitude=rand_augment)] if rand_augment > 0 else []),
         *([v2.RandomErasing(p=erasing, scale=(0.02, 0.2), value=0.5)] if erasing > 0 else []),
     ])
@@ -103,7 +113,7 @@ def augment_for(cfg: Config) -> v2.Compose | None:
     """The training augmentation `cfg` asks for (`build_augment` with its knobs), or `None` when `augment` is off."""
     if not cfg.augment:
         return None
-    return build_augment(cfg.color_jitter, cfg.random_erasing, cfg.rand_augment)
+    return build_augment(cfg.color_jitter, cfg.random_erasing, cfg.rand_augment, cfg.hue, cfg.blur, cfg.noise, cfg.jpeg)
 
 
 def build_mixup(alpha: float, num_classes: int) -> v2.MixUp | None:
@@ -318,7 +328,7 @@ def _train(
     def meta(epoch: int, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
         return {
             "model": cfg.model, "model_options": options, "classes": classes, "image_size": cfg.image_size,
-            "config": cfg.to_dict(), "epoch": epoch, "params": params, "train_seconds": round(seconds, 2),
+            "crop": cache.crop, "crop_margin": cfg.crop_margin, "config": cfg.to_dict(), "epoch": epoch, "params": params, "train_seconds": round(seconds, 2),
             "world_size": ctx.world_size, **{k: float(v) for k, v in metrics.items()},
         }
 
@@ -410,12 +420,12 @@ def _train(
 
 
 # --- held-out folds: unseen signers, unseen sources ----------------------------------------------------------
-FOLD_DIRS = {"signer": "loso", "source": "loso-source"}  # RUN/train/<model>-<suffix>
+FOLD_DIRS = {"person": "lopo", "source": "loso"}  # RUN/train/<model>-<suffix>: leave people / sources out
 FOLDS_NAME = "folds"
 
 
 def folds_dir(run_dir: Path, model: str, kind: str) -> Path:
-    """Where the fold models and `folds.json` of `model` live: `RUN/train/<model>-loso[-source]`."""
+    """Where the fold models and `folds.json` of `model` live: `RUN/train/<model>-lopo` (people) or `-loso`."""
     return Path(run_dir) / "train" / f"{model}-{FOLD_DIRS[kind]}"
 
 
@@ -429,18 +439,27 @@ def write_folds(rows: list[dict[str, Any]], out_dir: Path) -> None:
         writer.writerows(rows)
 
 
+def per_person(persons: np.ndarray, correct: np.ndarray) -> dict[str, dict[str, float]]:
+    """{person: {n, accuracy}} over the rows of a fold's test set whose person is known."""
+    persons = np.asarray(persons).astype(str)
+    return {str(p): {"n": int((persons == p).sum()), "accuracy": float(correct[persons == p].mean())}
+            for p in np.unique(persons) if p}
+
+
 def train_folds(
-    cfg: Config, run_dir: Path, kind: str = "signer", out_dir: Path | None = None, *, progress: bool = True
+    cfg: Config, run_dir: Path, kind: str = "person", out_dir: Path | None = None, *, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Train `cfg.model` once per held-out fold (`kind` "signer": each Massey signer; "source": each source,
-    on the classes the others share), then score accuracy and macro-F1 on the held-out images.
+    """Train `cfg.model` once per held-out fold (`kind` "person": people left out, `preprocess.person_folds`;
+    "source": each source, on the classes the others share), then score the held-out images: accuracy,
+    macro-F1 and accuracy per held-out person.
 
     Writes one training folder per fold plus `folds.json`/`folds.csv` to `out_dir` (default `folds_dir`).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, cfg.model, kind)
     cache = Cache.load(run_dir)
-    folds = make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir))
+    folds = make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir), cfg.person_folds)
+    persons = person_ids(cache.groups, cache.sources)
     results: list[dict[str, Any]] = []
     for fold in folds:
         summary = train(cfg, run_dir, out_dir / fold.name, train_index=fold.train, val_index=fold.val, progress=progress)
@@ -453,12 +472,8 @@ def train_folds(
             "fold": fold.name, "kind": kind, "n_images": int(len(fold.test)), "n_train": int(len(fold.train)),
             "accuracy": float(accuracy_score(y.numpy(), pred)),
             "macro_f1": float(f1_score(y.numpy(), pred, labels=np.unique(y.numpy()), average="macro", zero_division=0)),
+            "per_person": per_person(persons[fold.test], pred == y.numpy()),
             "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
         })
     write_folds(results, out_dir)
     return results
-
-
-def leave_one_signer_out(cfg: Config, run_dir: Path, out_dir: Path | None = None, *, progress: bool = True) -> list[dict[str, Any]]:
-    """`train_folds` over the Massey signers: train without signer k, test on all of k's images."""
-    return train_folds(cfg, run_dir, "signer", out_dir, progress=progress)
