@@ -30,7 +30,7 @@ from sklearn.metrics import (
 )
 from tqdm import tqdm
 
-from .config import IMAGE_EXTENSIONS, UserError, canonical_classes
+from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, output_dir
 from .inference import Predictor, load_predictor
 from .merge import find_class_dirs, read_manifest
 from .preprocess import CACHE_NAME, Cache, load_image, load_splits
@@ -78,7 +78,7 @@ def _label_index(names: list[str], classes: list[str], where: Path) -> np.ndarra
 def load_run_split(run_dir: Path, split: str, classes: list[str], image_size: int) -> EvalData:
     """The `split` images ("train", "val", "test" or "all") of a run folder's cache."""
     cache = Cache.load(run_dir)
-    index = np.arange(len(cache)) if split == "all" else load_splits(run_dir)[split]
+    index = np.arange(len(cache)) if split == "all" else load_splits(run_dir, len(cache))[split]
     cache = cache.subset(index)
     if len(cache) == 0:
         raise UserError(f"split {split!r} of {run_dir} is empty; choose another --split")
@@ -124,7 +124,8 @@ def load_folder(folder: Path, classes: list[str], image_size: int, workers: int 
             "(or a run folder holding cache.npz)"
         )
     skipped = [(str(d), "not a class folder") for d in stray]
-    from_manifest = {r["merged_path"]: r["source"] for r in read_manifest(folder)}
+    # a manifest.csv that merge did not write is ignored: it only names sources
+    from_manifest = {r["merged_path"]: r["source"] for r in read_manifest(folder, strict=False)}
     todo: list[tuple[Path, str, str]] = []  # (file, class, source)
     for source, class_dirs in sources.items():
         for cls, dirs in class_dirs.items():
@@ -142,7 +143,7 @@ def load_folder(folder: Path, classes: list[str], image_size: int, workers: int 
     def load(item: tuple[Path, str, str]) -> np.ndarray | str:
         try:
             return load_image(item[0], image_size)
-        except (ValueError, OSError) as exc:
+        except ValueError as exc:  # images.BadImageError: any unreadable file
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -297,9 +298,14 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
 
 def _curve_plot(
     y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path, kind: str, title: str
-) -> Path:
-    """One-vs-rest ROC or PR curves: every class thin and grey, the worst classes in colour, micro and macro bold."""
-    labels = np.array(sorted(_one_vs_rest(y_true, proba, np.unique(y_true))))
+) -> Path | None:
+    """One-vs-rest ROC or PR curves: every class thin and grey, the worst classes in colour, micro and macro bold.
+
+    None (no figure) when no class has both positive and negative images (one class, or one image).
+    """
+    labels = np.array(sorted(_one_vs_rest(y_true, proba, np.unique(y_true))), dtype=np.int64)
+    if len(labels) == 0:
+        return None
     curves, scores = {}, {}
     for c in labels:
         positive = y_true == c
@@ -351,11 +357,11 @@ def _curve_plot(
     return path
 
 
-def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path:
+def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
     return _curve_plot(y_true, proba, classes, path, "roc", "One-vs-rest ROC curves (worst 5 classes in colour)")
 
 
-def plot_pr(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path:
+def plot_pr(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
     return _curve_plot(y_true, proba, classes, path, "pr", "One-vs-rest precision-recall curves (worst 5 in colour)")
 
 
@@ -542,7 +548,8 @@ def _fuse(
     if ev.index is not None:
         features, found = fused.landmark.hands_for_run(data)
         if weight is None:
-            cache, val = Cache.load(data), load_splits(data)["val"]
+            cache = Cache.load(data)
+            val = load_splits(data, len(cache))["val"]
             label_of = {c: i for i, c in enumerate(predictor.classes)}
             y_val = np.array([label_of[cache.classes[k]] for k in cache.labels[val]])
             p_val = (predictor.predict_proba(cache.images[val]), fused.landmark.predict_proba(features[val]))
@@ -611,7 +618,7 @@ def evaluate(
         "skipped": [{"path": p, "reason": r} for p, r in ev.skipped],
         "out_dir": str(out),
     }
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out")
     title = f"Normalised confusion matrix, accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} (cells in %, blanks < 5%)"
     figures: dict[str, Path | None] = {
         "confusion matrix": plot_confusion(np.array(metrics["confusion_matrix"]), classes, out / "confusion_matrix.png", title),

@@ -163,7 +163,7 @@ def fused_folds(
     cache = Cache.load(run_dir)
     rows: list[dict[str, Any]] = []
     hands: tuple[np.ndarray, np.ndarray] | None = None
-    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir)):
+    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir, len(cache))):
         paths = [folds_dir(run_dir, m, kind) / fold.name / "best.pt" for m in (pixel_model, "landmark_fastkan")]
         missing = [p for p in paths if not p.exists()]
         if missing:

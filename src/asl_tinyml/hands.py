@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from . import images
 from .config import UserError
-from .preprocess import to_rgb
 
 NUM_LANDMARKS = 21
 WRIST, THUMB_TIP, INDEX_MCP, INDEX_TIP, MIDDLE_MCP, MIDDLE_TIP, RING_MCP, RING_TIP, PINKY_MCP, PINKY_TIP = (
@@ -89,17 +88,12 @@ def pad_image(image: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
 def read_rgb(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
     """An image file as upright RGB uint8 (H, W, 3), at most about `max_side` pixels on its longer side.
 
-    Raises ValueError when the file is not a readable image.
+    Raises ValueError (`images.BadImageError`) when the file is not a readable image.
     """
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (max_side, max_side))
-            rgb = to_rgb(im)
-            if max(rgb.size) > max_side:
-                rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        return images.read_rgb(path, max_side)
+    except images.BadImageError as exc:
+        raise images.BadImageError(f"{path}: {exc}") from exc
 
 
 @dataclass

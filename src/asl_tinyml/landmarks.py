@@ -159,7 +159,7 @@ def load_landmark_data(run_dir: str | Path, mirror: bool = True) -> LandmarkData
     points = canonical_points(lm.landmarks, lm.handedness, mirror)
     points[~lm.found] = 0.0
     return LandmarkData(
-        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir)
+        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir, len(cache))
     )
 
 

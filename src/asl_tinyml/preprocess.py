@@ -4,46 +4,21 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from .config import UserError, canonical_classes
+from .config import UserError, canonical_classes, output_dir
+from .images import load_image, to_rgb  # noqa: F401  (re-exported: the stages import them from here)
 from .merge import read_manifest
 
 CACHE_NAME = "cache.npz"
 SPLITS_NAME = "splits.json"
 SPLITS = ("train", "val", "test")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF rotation applied; grayscale, palette, CMYK and alpha (over black) converted."""
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        im = Image.alpha_composite(background, im)
-    return im.convert("RGB")
-
-
-def load_image(src: str | Path | BinaryIO, size: int = 64) -> np.ndarray:
-    """Decode any Pillow image, centre-crop to square, resize to `size`: uint8 (size, size, 3).
-
-    Raises ValueError naming the reason when the file is not a readable image.
-    """
-    try:
-        with Image.open(src) as im:
-            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode huge photos at reduced scale
-            rgb = to_rgb(im)
-            rgb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -85,11 +60,23 @@ class Cache:
             path = path / CACHE_NAME
         if not path.exists():
             raise UserError(f"no preprocessed cache at {path}; run `asl-tinyml preprocess` first")
-        with np.load(path, allow_pickle=False) as z:
-            return cls(
-                z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
-                z["sources"], z["groups"], z["paths"],
-            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                cache = cls(
+                    z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
+                    z["sources"], z["groups"], z["paths"],
+                )
+        except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise UserError(
+                f"{path} is not a readable cache ({type(exc).__name__}: {exc}); re-run `asl-tinyml preprocess`"
+            ) from exc
+        n = len(cache.labels)
+        shapes_ok = cache.images.ndim == 4 and cache.images.shape[3] == 3 and cache.images.dtype == np.uint8
+        if not shapes_ok or any(len(a) != n for a in (cache.images, cache.sources, cache.groups, cache.paths)) or (
+            n and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.classes))
+        ):
+            raise UserError(f"{path} is inconsistent (arrays of different lengths or bad labels); re-run `asl-tinyml preprocess`")
+        return cache
 
 
 def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cache, list[tuple[str, str]]]:
@@ -105,7 +92,7 @@ def build_cache(merged_dir: Path, size: int = 64, workers: int = 4) -> tuple[Cac
     def load(row: dict[str, str]) -> np.ndarray | str:
         try:
             return load_image(merged_dir / row["merged_path"], size)
-        except (ValueError, FileNotFoundError) as exc:
+        except ValueError as exc:  # images.BadImageError: missing or unreadable
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -193,14 +180,25 @@ def save_splits(splits: dict[str, np.ndarray], path: Path, seed: int) -> None:
     Path(path).write_text(json.dumps(payload))
 
 
-def load_splits(path: str | Path) -> dict[str, np.ndarray]:
+def load_splits(path: str | Path, n_images: int | None = None) -> dict[str, np.ndarray]:
+    """The train/val/test row indices of a run; `n_images` (the cache's length) bounds them. Raises UserError."""
     path = Path(path)
     if path.is_dir():
         path = path / SPLITS_NAME
     if not path.exists():
         raise UserError(f"no splits at {path}; run `asl-tinyml preprocess` first")
-    payload = json.loads(path.read_text())
-    return {k: np.array(payload[k], dtype=np.int64) for k in SPLITS}
+    try:
+        payload = json.loads(path.read_text())
+        splits = {k: np.array(payload[k], dtype=np.int64).reshape(-1) for k in SPLITS}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise UserError(
+            f"{path} is not a readable splits file ({type(exc).__name__}: {exc}); re-run `asl-tinyml preprocess`"
+        ) from exc
+    top = max((int(v.max()) for v in splits.values() if v.size), default=-1)
+    low = min((int(v.min()) for v in splits.values() if v.size), default=0)
+    if low < 0 or (n_images is not None and top >= n_images):
+        raise UserError(f"{path} lists images the run's cache does not hold; re-run `asl-tinyml preprocess`")
+    return splits
 
 
 # --- held-out folds: unseen signers, unseen sources -------------------------------------------------------
@@ -282,9 +280,12 @@ def preprocess(
     merged_dir: Path, out_dir: Path, size: int = 64, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> PreprocessResult:
     """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder."""
-    out_dir = Path(out_dir)
+    if size < 1:
+        raise UserError(f"--size must be at least 1 pixel, got {size}")
+    out_dir = output_dir(out_dir, "--out", create=False)
     cache, skipped = build_cache(Path(merged_dir), size)
     splits = grouped_split(cache.labels, cache.groups, cache.sources, seed, val_fraction, test_fraction)
+    output_dir(out_dir, "--out")
     cache.save(out_dir / CACHE_NAME)
     save_splits(splits, out_dir / SPLITS_NAME, seed)
     return PreprocessResult(
