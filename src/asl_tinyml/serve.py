@@ -5,21 +5,27 @@
 - `POST /predict?topk=3`: one photo (multipart field `file`, or a raw image body) -> the top classes.
 - `WS /ws`: camera frames in (binary JPEG/PNG bytes, or JSON `{"type": "frame", "image": "data:..."}`),
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
-- `GET /docs`: the OpenAPI documentation.
+- `GET /docs`, `GET /redoc`: the OpenAPI documentation, its Swagger UI and ReDoc assets served by the app
+  itself (fastapi-offline), so the page renders without a network.
 
 The model is loaded once, through ONNX Runtime (or PyTorch for a `.pt`), by `inference.load_predictor`.
-Client images are decoded from memory and never written to disk; oversized uploads (413), non-images
-(400), malformed messages and clients sending too many frames per second get a clear error while the
-server keeps serving everyone else.
+Client images are decoded from memory and never written to disk, at most `max_decodes` at once and only
+up to `max_pixels`; oversized uploads (413), non-images (400), malformed messages and clients sending too
+many frames per second get a clear error while the server keeps serving everyone else. A failure of the
+server itself on a WebSocket message closes that socket with code 1011 after an error message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
+import contextlib
+import errno
 import json
-import re
+import logging
+import math
+import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,7 +36,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import File as MultipartFile
@@ -38,9 +44,11 @@ from python_multipart.multipart import FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from .config import UserError
+from .images import BadImageError, ImageTooLargeError, load_image
 from .inference import Predictor, load_predictor
-from .preprocess import load_image
 from .spelling import Speller, SpellingConfig
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MODEL = Path("models/asl_fastkan_int8.onnx")
@@ -55,7 +63,10 @@ class ServeSettings:
     max_upload_bytes: int = 8 * MIB  # POST /predict request body
     max_frame_bytes: int = 1 * MIB  # one WebSocket frame
     max_fps: float = 20.0  # frames per second accepted from one WebSocket client; the rest are dropped
-    max_pixels: int = 64_000_000  # decoded image size (a decompression bomb guard)
+    # decoded image size, checked from the header: a 12-megapixel phone photo passes; a 61 KB PNG of 63
+    # megapixels (the file-reading guard) cost 400 MB and 1.5 s to decode, and a webcam frame is under 1
+    max_pixels: int = 16_000_000
+    max_decodes: int = 2  # images decoded at once (each up to ~4 bytes x max_pixels); the rest wait their turn
     threads: int | None = 1  # inference threads per call (requests run in parallel on a thread pool)
     spelling: SpellingConfig = field(default_factory=SpellingConfig)
 
@@ -80,12 +91,8 @@ class Health(BaseModel):
     image_size: int
 
 
-class BadImage(ValueError):
-    """The bytes a client sent are not a readable image."""
-
-
-class ImageTooLarge(BadImage):
-    """The image decodes to more pixels than the server accepts."""
+BadImage = BadImageError  # the bytes a client sent are not a readable image (400)
+ImageTooLarge = ImageTooLargeError  # more pixels than `max_pixels` (413)
 
 
 def _size(n: int) -> str:
@@ -114,28 +121,25 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]
     return [{"label": classes[i], "prob": round(float(probs[i]), 6)} for i in order]
 
 
-def classify_bytes(predictor: Predictor, data: bytes, max_pixels: int = 64_000_000) -> tuple[np.ndarray, float]:
+def classify_bytes(
+    predictor: Predictor, data: bytes, max_pixels: int = ServeSettings.max_pixels,
+    decoding: threading.Semaphore | None = None,
+) -> tuple[np.ndarray, float]:
     """Decode an image from memory and classify it: (probabilities, milliseconds).
 
     Raises BadImage (ImageTooLarge past `max_pixels`, checked from the header before decoding).
+    `decoding` bounds how many images are decoded at once (memory).
     """
     start = time.perf_counter()
     if not data:
         raise BadImage("empty image: the upload contained no bytes; send a JPEG, PNG or WebP photo")
     try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
+        with decoding if decoding is not None else contextlib.nullcontext():
+            image = load_image(data, predictor.image_size, max_pixels)
+    except ImageTooLarge as exc:
         raise ImageTooLarge(f"{exc}; send a smaller photo") from exc
-    except (OSError, SyntaxError, ValueError):  # unreadable: load_image below names the reason
-        width = height = 0
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image of {width}x{height} pixels exceeds {max_pixels / 1e6:g} megapixels; send a smaller photo")
-    try:
-        image = load_image(io.BytesIO(data), predictor.image_size)
-    except (ValueError, Image.DecompressionBombError) as exc:
-        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc))  # no memory addresses
-        raise BadImage(f"{reason}; send a JPEG, PNG or WebP photo") from exc
+    except BadImage as exc:
+        raise BadImage(f"{exc}; send a JPEG, PNG or WebP photo") from exc
     probs = predictor.predict_proba(image)[0]
     return probs, (time.perf_counter() - start) * 1000
 
@@ -209,19 +213,34 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
 
 
+def _no_constant(name: str) -> None:
+    """`json.loads` hook: NaN and Infinity are not JSON (and could not be sent back as JSON)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _is_frame_id(value: Any) -> bool:
+    """A frame id the reply can echo as valid JSON: none, a short string or a finite number."""
+    if value is None or (isinstance(value, str) and len(value) <= 100):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and abs(value) < 2**63
+
+
 def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: ServeSettings | None = None) -> FastAPI:
     """The web app around one model (a `.pt`/`.onnx` path, loaded once here, or a loaded Predictor)."""
     settings = settings or ServeSettings()
     predictor = model if isinstance(model, Predictor) else load_predictor(model, threads=settings.threads)
     predictor.predict_proba(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))  # warm up
     classes = list(predictor.classes)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with Swagger UI and ReDoc served from the package: no CDN
         title="asl-tinyml",
         version="0.1.0",
         description="ASL fingerspelling from a webcam or a photo with a tiny FastKAN classifier.",
     )
     app.state.predictor = predictor
     app.state.settings = settings
+    decoding = threading.BoundedSemaphore(settings.max_decodes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -246,7 +265,7 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
 
         def handle() -> tuple[np.ndarray, float]:  # parse, decode and classify in one worker thread
             data = image_from_body(body, content_type, settings.max_upload_bytes)
-            return classify_bytes(predictor, data, settings.max_pixels)
+            return classify_bytes(predictor, data, settings.max_pixels, decoding)
 
         try:
             probs, ms = await run_in_threadpool(handle)
@@ -260,7 +279,7 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
         if len(data) > settings.max_frame_bytes:
             return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
         try:
-            probs, ms = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels)
+            probs, ms = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels, decoding)
         except ImageTooLarge as exc:
             return _error("too_large", str(exc))
         except BadImage as exc:
@@ -277,9 +296,12 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
         if raw is None:
             text = message.get("text") or ""
             try:
-                msg = json.loads(text)
-            except json.JSONDecodeError:
-                return _error("bad_json", "message is not JSON: send binary image bytes or {\"type\": \"frame\", \"image\": \"data:...\"}")
+                msg = json.loads(text, parse_constant=_no_constant)
+            except RecursionError:
+                return _error("bad_json", "message is nested too deeply: send {\"type\": \"frame\", \"image\": \"data:...\"}")
+            except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of thousands of digits
+                return _error("bad_json", f"message is not JSON ({exc}): send binary image bytes or "
+                                          "{\"type\": \"frame\", \"image\": \"data:...\"}")
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 return _error("bad_message", "message must be a JSON object with a string field 'type'")
             kind = msg["type"]
@@ -295,6 +317,8 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
             if not isinstance(msg.get("image"), str):
                 return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
             frame_id = msg.get("id")
+            if not _is_frame_id(frame_id):
+                return _error("bad_message", "a frame's 'id' must be a string of at most 100 characters or a finite number")
             try:
                 raw = decode_data_url(msg["image"])
             except BadImage as exc:
@@ -320,13 +344,43 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 await websocket.send_json(await on_message(message, speller, limiter))
         except WebSocketDisconnect:
             pass
+        except Exception:  # a bug, not the client's input: say so, close properly, keep serving the others
+            log.exception("websocket message failed")
+            with contextlib.suppress(Exception):
+                await websocket.send_json(_error("internal", "the server failed on this message; reconnect"))
+                await websocket.close(code=1011, reason="internal error")
 
     return app
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (0: any free port), ready for uvicorn; a port in use, an unknown
+    host or a port out of range is a UserError naming the flag."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range; pass a port from 1 to 65535 (0: any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host {host!r} is not an address of this machine ({exc}); pass 127.0.0.1 or 0.0.0.0") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port} is already in use on {host}; stop the other server or pass another --port") from exc
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --host or --port") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(model: str | Path = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
                settings: ServeSettings | None = None, log_level: str = "info") -> None:
-    """Load the model once and serve the app with uvicorn until interrupted."""
+    """Load the model once and serve the app with uvicorn until interrupted.
+
+    The port is bound before the model loads, so a port in use is a UserError, not uvicorn's exit 3.
+    """
     import uvicorn
 
     model = Path(model)
@@ -336,6 +390,14 @@ def run_server(model: str | Path = DEFAULT_MODEL, host: str = "127.0.0.1", port:
             "or `asl-tinyml export --model CHECKPOINT`, or pass --model an .onnx/.pt file"
         )
     settings = settings or ServeSettings()
-    app = create_app(model, settings=settings)
-    print(f"asl-tinyml: serving {model} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096)
+    sock = bind_socket(host, port)
+    try:
+        app = create_app(model, settings=settings)
+        port = sock.getsockname()[1]
+        print(f"asl-tinyml: serving {model} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
