@@ -207,6 +207,7 @@ def test_cli_export_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.Ca
 
 
 @pytest.mark.slow
+@pytest.mark.tflite
 @pytest.mark.skipif(not tflite_available(), reason="the tflite extra (litert-torch, ai-edge-litert) is not installed")
 def test_tflite_int8_runs_in_the_litert_interpreter(exported: dict[str, Path], tmp_path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
