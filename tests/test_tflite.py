@@ -54,7 +54,7 @@ def test_c_headers_embed_the_tflite_model_and_its_ops(exported: dict[str, object
     assert isinstance(result, dict) and result["tflite_missing"] is None
     assert result["header_source"] == str(out / "asl_fastkan_int8.tflite")
     text = (out / "model_data.h").read_text()
-    body = re.search(r"g_model\[\] __attribute__\(\(aligned\(16\)\)\) = \{(.*?)\};", text, re.S)
+    body = re.search(r"g_model\[\] __attribute__\(\(aligned\(16\)\)\) = \{(.*?)\};", text, re.DOTALL)
     assert body is not None
     data = bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body.group(1)))
     assert data == (out / "asl_fastkan_int8.tflite").read_bytes() and data[4:8] == b"TFL3"  # a TFLite flatbuffer
