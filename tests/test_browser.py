@@ -195,3 +195,28 @@ def test_page_explains_when_no_camera_is_allowed(server: str, browser_context: o
     page.wait_for_selector("#status.ok", timeout=15_000)
     # one column on a phone: nothing wider than the screen
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_api_docs_render_with_the_network_cut_off(server: str, browser_context: object) -> None:
+    """/docs: Swagger UI draws the API from assets the app serves itself; any other host is blocked."""
+    page = browser_context.new_page()
+    blocked: list[str] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def local_only(route: object) -> None:
+        url = route.request.url
+        if url.startswith(server):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(server + "docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+    assert "asl-tinyml" in page.text_content(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
+    assert {"/predict", "/health"} <= set(paths)
+    assert blocked == [] and errors == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from asl_tinyml.export import (
 )
 from asl_tinyml.inference import load_predictor
 
-from .tiny_model import CLASSES, SIZE, color_images, trained_checkpoint
+from .tiny_model import CLASSES, SIZE, color_images, make_run, trained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -177,22 +178,26 @@ def test_export_all_writes_every_artifact(exported: dict[str, Path], tmp_path: P
     out = tmp_path / "models"
     result = export_all(exported["ckpt"], out, calibration=color_images(8, seed=4)[0], tflite=False)
     names = sorted(p.name for p in out.iterdir())
-    assert names == [
-        "asl_fastkan.onnx",
-        "asl_fastkan.pt",
-        "asl_fastkan_int8.onnx",
-        "export.json",
-        "labels.h",
-        "labels.txt",
-        "model_data.h",
-    ]
+    assert names == ["asl_fastkan.onnx", "asl_fastkan.pt", "asl_fastkan_int8.onnx", "export.json", "labels.txt"]
     assert (out / "labels.txt").read_text().split() == CLASSES
     assert result["checks"]["onnx_float"]["max_abs_diff"] < FLOAT_TOLERANCE
     assert result["checks"]["onnx_int8"]["argmax_agreement"] >= 0.95
-    # without a TFLite model the header embeds the int8 ONNX bytes, and says so
-    assert result["header_source"].endswith("asl_fastkan_int8.onnx")
-    length = int(re.search(r"g_model_len = (\d+);", (out / "model_data.h").read_text()).group(1))
-    assert length == (out / "asl_fastkan_int8.onnx").stat().st_size
+    # without a TFLite model no C header is written (a microcontroller runtime reads TFLite, not ONNX), and it says so
+    assert result["header_source"] is None and "not built" in result["tflite_missing"]
+    assert "tflite" in json.loads((out / "export.json").read_text())["tflite_missing"]
+
+
+def test_cli_export_says_plainly_that_tflite_was_not_built(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_run(tmp_path / "run", per_class=8)
+    (tmp_path / "models").mkdir()
+    stale = tmp_path / "models" / "model_data.h"
+    stale.write_text("// an earlier export\n")
+    code = main(["export", "--model", str(exported["ckpt"]), "--run", str(run), "--out", str(tmp_path / "models"), "--no-tflite"])
+    out = capsys.readouterr().out
+    assert code == 0 and "no TFLite model" in out and ".[tflite]" in out
+    assert f"note: {stale} are from an earlier export" in out and stale.read_text() == "// an earlier export\n"
 
 
 def test_cli_export_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,6 +207,7 @@ def test_cli_export_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.Ca
 
 
 @pytest.mark.slow
+@pytest.mark.tflite
 @pytest.mark.skipif(not tflite_available(), reason="the tflite extra (litert-torch, ai-edge-litert) is not installed")
 def test_tflite_int8_runs_in_the_litert_interpreter(exported: dict[str, Path], tmp_path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter

@@ -171,7 +171,7 @@ def test_cli_evaluate_with_a_landmark_model(run: Path, tmp_path: Path, capsys: p
     out = capsys.readouterr().out
     assert "weight 0.5): hand found in 20/24 images" in out
     assert main(args + ["--fusion-weight", "2"]) == 2
-    assert "fusion weight must lie in [0, 1], got 2.0" in capsys.readouterr().err
+    assert "argument --fusion-weight: must be a number >= 0 and <= 1, got '2'" in capsys.readouterr().err
 
 
 def test_fused_predict_falls_back_to_pixels_without_a_hand(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

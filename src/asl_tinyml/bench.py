@@ -392,7 +392,7 @@ def bench_images(run_dir: str | Path | None, image_size: int, n: int = 512, seed
 
         cache = Cache.load(run_dir)
         if cache.images.shape[1] == image_size:
-            return cache.images[load_splits(run_dir)["test"]][:n]
+            return cache.images[load_splits(run_dir, len(cache))["test"]][:n]
     return np.random.default_rng(seed).integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
 
 

@@ -7,10 +7,50 @@ line (`error: ...`) and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config, UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one `error:` line naming the flag (no usage block), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind: type, low: float, high: float | None = None, *, above: bool = False, below: bool = False
+            ) -> Callable[[str], float]:
+    """An argparse `type=` for a finite int/float in [low, high] (`above`/`below`: the bound excluded)."""
+    what = "a whole number" if kind is int else "a number"
+    bounds = [f"{'>' if above else '>='} {low:g}"] + ([f"{'<' if below else '<='} {high:g}"] if high is not None else [])
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and math.isfinite(value) and (value > low if above else value >= low)
+        if ok and high is not None:
+            ok = value < high if below else value <= high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {what} {' and '.join(bounds)}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NONNEGATIVE_INT = _number(int, 0)
+PORT = _number(int, 0, 65535)  # 0: any free port
+POSITIVE_FLOAT = _number(float, 0, above=True)
+NONNEGATIVE_FLOAT = _number(float, 0)
+FRACTION = _number(float, 0, 1)
+SPARSITY = _number(float, 0, 1, below=True)
 
 
 def _config(args: argparse.Namespace, **changes: object) -> Config:
@@ -32,7 +72,7 @@ def add_merge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("data_merged"), help="output folder (default: data_merged)")
     p.add_argument("--dry-run", action="store_true", help="report what would be merged; write nothing")
     p.add_argument("--include-extra", action="store_true", help="also merge the optional `del` and `nothing` classes")
-    p.add_argument("--limit-per-class", type=int, default=None, help="at most N files per source and class (a quick slice)")
+    p.add_argument("--limit-per-class", type=POSITIVE_INT, default=None, help="at most N files per source and class (a quick slice)")
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -51,8 +91,8 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="resize merged images into a uint8 cache and grouped 80/10/10 splits")
     p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder (default: data_merged)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder for cache.npz and splits.json")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=POSITIVE_INT, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--hand-crop", action=argparse.BooleanOptionalAction, default=None,
                    help="crop each image to its MediaPipe hand (default: on when the landmarks extra is installed)")
     p.add_argument("--hand-cache", type=Path, default=None,
@@ -103,7 +143,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="split of a run folder (default: test)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/<model> for a run folder, else ./eval)")
     p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: every usable core)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for inference (default: every usable core)")
     p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
     _add_fusion_arguments(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -114,7 +154,7 @@ def _add_fusion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmark-model", type=Path, default=None,
                    help="a landmark_fastkan .pt/.onnx: the fused predictor (landmarks where a hand is found; "
                    "default with no --model: models/asl_landmarks_int8.onnx when it exists)")
-    p.add_argument("--fusion-weight", type=float, default=None,
+    p.add_argument("--fusion-weight", type=FRACTION, default=None,
                    help="weight of the landmark model in [0, 1] where a hand is found (default: the one the "
                    "landmark file records, chosen on held-out sources)")
     p.add_argument("--classes", choices=["all", "letters", "digits"], default="all",
@@ -142,10 +182,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a run's cache (early stopping on validation macro-F1)")
     p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
     p.add_argument("--model", default=None, help="registered model name (default: convkan)")
-    p.add_argument("--epochs", type=int, default=None, help=f"one-cycle schedule length (default: {Config.epochs})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"(default: {Config.batch_size})")
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {Config.lr})")
-    p.add_argument("--seed", type=int, default=None, help=f"weights and augmentation draws (default: {Config.seed})")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None, help=f"one-cycle schedule length (default: {Config.epochs})")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help=f"(default: {Config.batch_size})")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help=f"peak learning rate (default: {Config.lr})")
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=None, help=f"weights and augmentation draws (default: {Config.seed})")
     p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields (e.g. ema_decay: 0 turns the weight average off)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-lopo, RUN/train/MODEL-loso)")
@@ -214,7 +254,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     tfl.add_argument("--no-tflite", dest="tflite", action="store_false", help="skip the TFLite export")
     p.add_argument(
-        "--float-convs", type=int, default=Config.int8_float_convs,
+        "--float-convs", type=NONNEGATIVE_INT, default=Config.int8_float_convs,
         help="leading convolutions the int8 ONNX keeps float, where int8 is slower (default: %(default)s; 0: all int8)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -242,7 +282,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if tfl:
         print(f"tflite ops: {', '.join(tfl['ops'])}; tensor arena >= {tfl['arena_peak_live_bytes'] / 1024:.0f} KiB")
     else:
-        print(f"no TFLite model (install the tflite extra); model_data.h embeds {result['header_source']}")
+        print(result["tflite_missing"])
+    if result.get("stale"):
+        print(f"note: {', '.join(result['stale'])} are from an earlier export and do not match this model")
     return 0
 
 
@@ -253,19 +295,19 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder the checkpoint was trained on")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/compress)")
     p.add_argument(
-        "--sparsities", type=float, nargs="+", default=None,
+        "--sparsities", type=SPARSITY, nargs="+", default=None,
         help="pruning levels in [0, 1); 0 is the fine-tune-only control (default: 0 0.3 0.5 0.7 0.9)",
     )
-    p.add_argument("--epochs", type=int, default=3, help="fine-tune epochs after pruning (default: 3)")
-    p.add_argument("--lr", type=float, default=3e-4, help="fine-tune learning rate (default: 3e-4)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=3, help="fine-tune epochs after pruning (default: 3)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4, help="fine-tune learning rate (default: 3e-4)")
     p.add_argument("--split", choices=["val", "test"], default="test", help="split every row is scored on")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="CPU threads (default: 1)")
     p.add_argument(
         "--no-qat", dest="qat", action="store_false",
         help="no quantization-aware fine-tune even if int8 post-training quantization loses accuracy",
     )
     p.add_argument(
-        "--float-convs", type=int, default=Config.int8_float_convs,
+        "--float-convs", type=NONNEGATIVE_INT, default=Config.int8_float_convs,
         help="leading convolutions the int8 ONNX keeps float (default: %(default)s; 0: all int8)",
     )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -301,9 +343,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
     p.add_argument("--model", type=Path, default=None,
                    help="a .pt or .onnx pixel model (default: the shipped predictor in --models-dir)")
-    p.add_argument("--topk", type=int, default=3, help="labels per image (default: 3)")
+    p.add_argument("--topk", type=POSITIVE_INT, default=3, help="labels per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every usable core)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads (default: every usable core)")
     _add_fusion_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -333,10 +375,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", type=Path, default=None, help="a float `fastkan` checkpoint to compare against")
     p.add_argument("--run", type=Path, default=None, help="run folder whose test images are used (default: random)")
     p.add_argument("--out", type=Path, default=None, help="folder for bench.csv/.md (default: RUN/bench or ./bench)")
-    p.add_argument("--runs", type=int, default=300, help="single-image calls timed per model (default: 300)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch for the throughput test (default: 64)")
-    p.add_argument("--seconds", type=float, default=3.0, help="seconds of batched inference per model (default: 3)")
-    p.add_argument("--rounds", type=int, default=Config.bench_rounds, help="round-robin repeats, figures are medians (default: %(default)s)")
+    p.add_argument("--runs", type=POSITIVE_INT, default=300, help="single-image calls timed per model (default: 300)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="batch for the throughput test (default: 64)")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=3.0, help="seconds of batched inference per model (default: 3)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=Config.bench_rounds, help="round-robin repeats, figures are medians (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=_cmd_bench)
 
@@ -366,7 +408,7 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("landmarks", help="MediaPipe hand landmarks of every cached image (+ the landmark_fastkan model)")
     p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder the run was built from")
     p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
-    p.add_argument("--pad", type=float, default=0.5, help="border added around each image, x its longer side (default: 0.5)")
+    p.add_argument("--pad", type=NONNEGATIVE_FLOAT, default=0.5, help="border added around each image, x its longer side (default: 0.5)")
     p.add_argument("--no-retry", action="store_true", help="one attempt per image (no lighter model, no unpadded retry)")
     p.add_argument("--reuse", action="store_true", help="keep an existing RUN/landmarks.npz instead of re-detecting")
     p.add_argument("--hand-cache", type=Path, default=None,
@@ -378,11 +420,11 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
                    help="a letters.npz whose static letters also train the model (default: the shared sequences)")
     p.add_argument("--export", type=Path, default=None, metavar="DIR",
                    help="then write asl_landmarks.onnx and asl_landmarks_int8.onnx of the trained model into DIR")
-    p.add_argument("--fusion-weight", type=float, default=None,
+    p.add_argument("--fusion-weight", type=FRACTION, default=None,
                    help="landmark weight the exported files record for the fused predictor (default: the one "
                    "`compare` chose on held-out sources, else 0.7)")
-    p.add_argument("--epochs", type=int, default=Config.landmark_epochs)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=Config.landmark_epochs)
+    p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.set_defaults(func=_cmd_landmarks)
 
 
@@ -427,11 +469,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="an .onnx export or .pt checkpoint (default: the shipped predictor in --models-dir)")
     _add_fusion_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for the LAN)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--threads", type=int, default=1, help="inference threads per request (default: 1)")
-    p.add_argument("--max-fps", type=float, default=20.0, help="frames per second accepted per WebSocket client (default: 20)")
-    p.add_argument("--threshold", type=float, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
-    p.add_argument("--stable-frames", type=int, default=None, help="steady frames before a sign is typed (default: 8)")
+    p.add_argument("--port", type=PORT, default=8000, help="port (default: 8000)")
+    p.add_argument("--threads", type=POSITIVE_INT, default=1, help="inference threads per request (default: 1)")
+    p.add_argument("--max-fps", type=POSITIVE_FLOAT, default=20.0, help="frames per second accepted per WebSocket client (default: 20)")
+    p.add_argument("--threshold", type=FRACTION, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
+    p.add_argument("--stable-frames", type=POSITIVE_INT, default=None, help="steady frames before a sign is typed (default: 8)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
 
@@ -485,7 +527,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/default, runs/quick with --quick)")
     p.add_argument("--merged", type=Path, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast slice for smoke tests")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")
     p.set_defaults(func=_cmd_pipeline)
@@ -509,7 +551,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asl-tinyml", description=__doc__.splitlines()[0])
+    parser = Parser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     stages = (_add_merge, _add_preprocess, _add_eda, _add_train, _add_evaluate, _add_compress, _add_export,
               _add_predict, _add_bench, _add_landmarks, _add_compare, _add_serve, _add_pipeline)  # pipeline order
@@ -519,11 +561,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, one line printed by Parser.error)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the stages could not read or write (disk full, permissions, ...)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}; check the path, its permissions and the free disk",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -148,7 +148,8 @@ def _landmark_test(run: Path) -> tuple[float | None, float | None]:
     ckpt = run / "train" / LANDMARK / "best.pt"
     if not ckpt.exists():
         return None, None
-    cache, test = Cache.load(run), load_splits(run)["test"]
+    cache = Cache.load(run)
+    test = load_splits(run, len(cache))["test"]
     model = LandmarkPredictor(ckpt)
     features, found = model.hands_for_run(run)
     pred = np.where(found[test], model.predict_proba(features[test]).argmax(1), -1)

@@ -236,7 +236,7 @@ def compress(
         raise UserError(
             f"{checkpoint} was not trained on {run_dir} (classes or image size differ); pass the run it came from"
         )
-    splits = load_splits(run_dir)
+    splits = load_splits(run_dir, len(cache))
 
     def score(path: Path, name: str) -> dict[str, Any]:
         return evaluate(path, run_dir, out / "eval" / name, split=split, threads=threads)

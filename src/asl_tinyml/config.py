@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,28 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 class UserError(Exception):
     """An error caused by the user's input: the CLI prints it as one line, without a traceback."""
+
+
+def output_dir(path: str | Path, flag: str = "--out", create: bool = True) -> Path:
+    """`path` as a folder to write into, created with its parents unless `create` is False.
+
+    A path that is a file, lies below a file, or cannot be created is a UserError naming `flag`.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; pass a folder path (it is created when missing)")
+    if not create:
+        parent = next((p for p in path.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise UserError(f"{flag} {path} lies below the file {parent}; pass a folder path")
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the {flag} folder {path} ({exc.strerror or type(exc).__name__}); pass a folder you can write to"
+        ) from exc
+    return path
 
 
 def canonical_classes(include_extra: bool = False) -> list[str]:
@@ -52,6 +77,26 @@ def default_data_root() -> Path | None:
 def default_sequences_root() -> Path | None:
     """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` (letters.npz, words.npz)."""
     return _shared_folder("ASL_TINYML_SEQUENCES", "sequences", "sign_sequences")
+def _is_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a Config field's annotation (int, float, bool, str, list[...], X | None)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_is_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_type(v, args[0]) for v in value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 @dataclass
@@ -116,9 +161,48 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
-        """Load a config file; unknown keys are an error naming the key."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls().replace(**data)
+        """Load a config file (a YAML mapping of Config fields); a missing or malformed file, an unknown key
+        or a value of the wrong type is a UserError naming the file and the key."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise UserError(f"--config {path} not found; pass a YAML file of config keys (e.g. `epochs: 20`)") from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise UserError(f"--config {path} is not a readable YAML file ({problem}); fix it or pass another") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise UserError(f"--config {path} must be a YAML mapping of config keys (e.g. `epochs: 20`), "
+                            f"not a {type(data).__name__}")
+        try:
+            return cls().replace(**data).checked()
+        except UserError as exc:
+            raise UserError(f"--config {path}: {exc}") from exc
+
+    def checked(self) -> Config:
+        """This config, after checking every field's type and the ranges that would break a stage."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _is_type(value, hints[f.name]):
+                raise UserError(f"config key {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
+        positive = ("image_size", "frame_block", "epochs", "batch_size", "patience", "bench_rounds", "fold_epochs",
+                    "transfer_epochs", "baseline_epochs", "finetune_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
+        if self.limit_per_class is not None and self.limit_per_class < 1:
+            raise UserError(f"config key 'limit_per_class' must be at least 1 (or null), got {self.limit_per_class}")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise UserError("config keys 'val_fraction' and 'test_fraction' must lie in (0, 1) with a sum below 1")
+        if not all(0 <= s < 1 for s in self.sparsities):
+            raise UserError(f"config key 'sparsities' must hold levels in [0, 1), got {self.sparsities}")
+        for name in ("lr", "transfer_lr"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"config key {name!r} must be above 0, got {getattr(self, name)}")
+        return self
 
     @classmethod
     def field_names(cls) -> set[str]:

@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .config import UserError, canonical_classes
-from .merge import MANIFEST
+from .config import UserError, canonical_classes, output_dir
+from .merge import MANIFEST, MANIFEST_FIELDS, read_manifest
 from .preprocess import CACHE_NAME, SPLITS, SPLITS_NAME, Cache, load_splits
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def load_manifest(merged_dir: Path) -> pd.DataFrame:
     path = Path(merged_dir) / MANIFEST
     if not path.exists():
         raise UserError(f"no manifest.csv in {merged_dir}; run `asl-tinyml merge` first")
-    df = pd.read_csv(path, dtype={"class": str, "source": str, "group": str, "merged_path": str})
+    df = pd.DataFrame(read_manifest(merged_dir), columns=MANIFEST_FIELDS)  # a foreign file is a UserError
+    df[["width", "height"]] = df[["width", "height"]].astype(int)
     if df.empty:
         raise UserError(f"{path} lists no images; run `asl-tinyml merge` with a source folder of class folders")
     return df
@@ -108,7 +109,7 @@ def summary(merged_dir: Path, run_dir: Path | None = None) -> pd.DataFrame:
         table["mean_brightness"] = light.reindex(table.index)
         table.loc["total", "mean_brightness"] = brightness(cache.images).mean()
         if (run_dir / SPLITS_NAME).exists():
-            counts = split_counts(cache, load_splits(run_dir))
+            counts = split_counts(cache, load_splits(run_dir, len(cache)))
             for name in SPLITS:
                 table[name] = counts.loc[name].reindex(table.index) if name in counts.index else 0
     return table.round(1)
@@ -301,6 +302,7 @@ def run_eda(merged_dir: Path, run_dir: Path, out_dir: Path) -> list[Path]:
     when `run_dir` holds `cache.npz` / `splits.json` (otherwise a one-line note says they were skipped)."""
     merged_dir, run_dir, out_dir = Path(merged_dir), Path(run_dir), Path(out_dir)
     manifest = load_manifest(merged_dir)
+    output_dir(out_dir, "--out")
     figures = [
         plot_class_counts(manifest, out_dir / "class_counts.png"),
         plot_image_sizes(manifest, out_dir / "image_sizes.png"),
@@ -318,7 +320,7 @@ def run_eda(merged_dir: Path, run_dir: Path, out_dir: Path) -> list[Path]:
         log.warning("note: no %s in %s; skipped the split figures (run `asl-tinyml preprocess` first)",
                     SPLITS_NAME, run_dir)
         return figures
-    splits = load_splits(run_dir)
+    splits = load_splits(run_dir, len(cache))
     figures += [
         plot_split_sizes(cache, splits, out_dir / "split_sizes.png"),
         plot_split_sources(cache, splits, out_dir / "split_sources.png"),

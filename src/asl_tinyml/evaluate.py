@@ -28,7 +28,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from .config import IMAGE_EXTENSIONS, UserError, canonical_classes
+from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, output_dir
 from .fusion import NO_HAND_LABEL, HandInputs, SignPredictor, class_mask, load_sign_predictor, restrict_proba, twin_of
 from .inference import Predictor
 from .merge import find_class_dirs, read_manifest
@@ -77,7 +77,7 @@ def _label_index(names: list[str], classes: list[str], where: Path) -> np.ndarra
 def load_run_split(run_dir: Path, split: str, classes: list[str], image_size: int) -> EvalData:
     """The `split` images ("train", "val", "test" or "all") of a run folder's cache."""
     cache = Cache.load(run_dir)
-    index = np.arange(len(cache)) if split == "all" else load_splits(run_dir)[split]
+    index = np.arange(len(cache)) if split == "all" else load_splits(run_dir, len(cache))[split]
     cache = cache.subset(index)
     if len(cache) == 0:
         raise UserError(f"split {split!r} of {run_dir} is empty; choose another --split")
@@ -121,7 +121,8 @@ def folder_files(folder: Path, classes: list[str]) -> tuple[list[tuple[Path, str
             "(or a run folder holding cache.npz)"
         )
     skipped = [(str(d), "not a class folder") for d in stray]
-    from_manifest = {r["merged_path"]: r["source"] for r in read_manifest(folder)}
+    # a manifest.csv that merge did not write is ignored: it only names sources
+    from_manifest = {r["merged_path"]: r["source"] for r in read_manifest(folder, strict=False)}
     todo: list[tuple[Path, str, str]] = []  # (file, class, source)
     for source, class_dirs in sources.items():
         for cls, dirs in class_dirs.items():
@@ -305,9 +306,14 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
 
 def _curve_plot(
     y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path, kind: str, title: str
-) -> Path:
-    """One-vs-rest ROC or PR curves: every class thin and grey, the worst classes in colour, micro and macro bold."""
-    labels = np.array(sorted(_one_vs_rest(y_true, proba, np.unique(y_true))))
+) -> Path | None:
+    """One-vs-rest ROC or PR curves: every class thin and grey, the worst classes in colour, micro and macro bold.
+
+    None (no figure) when no class has both positive and negative images (one class, or one image).
+    """
+    labels = np.array(sorted(_one_vs_rest(y_true, proba, np.unique(y_true))), dtype=np.int64)
+    if len(labels) == 0:
+        return None
     curves, scores = {}, {}
     for c in labels:
         positive = y_true == c
@@ -359,11 +365,11 @@ def _curve_plot(
     return path
 
 
-def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path:
+def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
     return _curve_plot(y_true, proba, classes, path, "roc", "One-vs-rest ROC curves (worst 5 classes in colour)")
 
 
-def plot_pr(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path:
+def plot_pr(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
     return _curve_plot(y_true, proba, classes, path, "pr", "One-vs-rest precision-recall curves (worst 5 in colour)")
 
 
@@ -607,7 +613,7 @@ def evaluate(
         "out_dir": str(out),
     }
     classes_ = predictor.classes
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out")
     title = f"Normalised confusion matrix, accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} (cells in %, blanks < 5%)"
     figures: dict[str, Path | None] = {
         "confusion matrix": plot_confusion(np.array(metrics["confusion_matrix"]), classes_, out / "confusion_matrix.png", title),

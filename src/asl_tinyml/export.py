@@ -10,13 +10,15 @@
   Runtime's int8 kernels and Quantize/Dequantize pairs are slower; every other conv and matrix weight is int8.
 - `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
   TensorFlow Lite Micro; needs the optional `tflite` extra (`pip install -e .[tflite]`).
-- `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch.
-- `export_all`: every artifact into `models/`.
+- `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch, written
+  only from a TFLite model (what TensorFlow Lite Micro reads).
+- `export_all`: every artifact into `models/`, renamed into place only once all are built and checked.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -30,7 +32,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
-from .config import Config, UserError
+from .config import Config, UserError, output_dir
 from .inference import (
     META_CROP,
     META_CROP_MARGIN,
@@ -285,7 +287,10 @@ def quantize_onnx(
     throughput stayed within noise (README, "Speed"). 0 quantizes every layer. `keep_head_float`: the
     element-wise ops after the global pooling stay float (`float_head`; the head's matrix weights stay int8).
     """
+    import onnxruntime
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    onnxruntime.disable_telemetry_events()  # the quantizer's calibration opens sessions of its own
 
     images = np.asarray(calibration_images)
     features = images.ndim == 2 and images.dtype == np.float32
@@ -566,7 +571,7 @@ def calibration_images(source: np.ndarray | str | Path, n: int = CALIBRATION_IMA
         return source[:n] if len(source) > n else source
     run_dir = Path(source)
     cache = Cache.load(run_dir)
-    train = load_splits(run_dir)["train"]
+    train = load_splits(run_dir, len(cache))["train"]
     pick = np.random.default_rng(seed).choice(train, size=min(n, len(train)), replace=False)
     return cache.images[np.sort(pick)]
 
@@ -578,6 +583,12 @@ def _default_calibration(meta: dict[str, Any]) -> Path:
     return Path(run_dir)
 
 
+TFLITE_MISSING = (
+    "no TFLite model: TFLite and the C headers for microcontrollers (model_data.h, labels.h, op_resolver.h) "
+    "were not built; install the converter with `pip install -e \".[tflite]\"` (README: TFLite) and export again"
+)
+
+
 def export_all(
     checkpoint: str | Path,
     out_dir: str | Path = "models",
@@ -586,39 +597,86 @@ def export_all(
     stem: str = ARTIFACT_STEM,
     float_convs: int = FLOAT_CONVS,
 ) -> dict[str, Any]:
-    """Write `<stem>.pt`, `<stem>.onnx`, `<stem>_int8.onnx`, `labels.txt`, `model_data.h`, `labels.h`
-    (+ `<stem>_int8.tflite`, `op_resolver.h`) and `export.json` into `out_dir`; returns paths, sizes and the
-    ONNX/TFLite checks (agreement with the checkpoint on 64 calibration images).
+    """Write `<stem>.pt`, `<stem>.onnx`, `<stem>_int8.onnx`, `labels.txt` and `export.json` into `out_dir`, and
+    with a TFLite model (`<stem>_int8.tflite`) the C headers `model_data.h` (its bytes), `labels.h` and
+    `op_resolver.h`; returns paths, sizes and the ONNX/TFLite checks (agreement with the checkpoint on 64
+    calibration images).
 
     `calibration`: uint8 NHWC images or a run folder (default: the checkpoint's run); `tflite`: None = when
-    the optional converter is installed; `float_convs`: see `quantize_onnx`. The C header embeds the TFLite
-    model when there is one, else the int8 ONNX model (TFLM cannot run that; it only lets a firmware build
-    be sized).
+    the optional converter is installed; `float_convs`: see `quantize_onnx`. Without a TFLite model no C header
+    is written (microcontroller runtimes read TFLite, not ONNX) and `tflite_missing` says so.
+
+    Nothing in `out_dir` changes until every artifact is built and checked: they are written to a temporary
+    folder beside them and renamed into place at the end. A landmark checkpoint, a float export that
+    disagrees with PyTorch, or any other failure leaves `out_dir` as it was.
     """
     checkpoint = Path(checkpoint)
     _, meta = load_checkpoint(checkpoint)
+    if meta.get("input") == "landmarks":
+        raise UserError(
+            f"{checkpoint} is a hand-landmark checkpoint; export it with `asl-tinyml landmarks --reuse --train "
+            "--export DIR`, and pass `export --model` a pixel model's checkpoint"
+        )
     classes = list(meta["classes"])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    use_tflite = tflite_available() if tflite is None else tflite
+    if use_tflite:
+        _require_tflite()
     calib = calibration_images(calibration if calibration is not None else _default_calibration(meta))
-    paths: dict[str, Path] = {"pt": out_dir / f"{stem}.pt"}
-    if checkpoint.resolve() != paths["pt"].resolve():
-        shutil.copyfile(checkpoint, paths["pt"])
+    size = int(meta["image_size"])
+    if calib.ndim != 4 or calib.shape[1:] != (size, size, 3) or len(calib) == 0:
+        raise UserError(
+            f"the calibration images are {calib.shape[1:3]} but {checkpoint} takes {size}x{size}; pass --run a run "
+            f"folder preprocessed at --size {size} (the one the checkpoint was trained on)"
+        )
+    out_dir = output_dir(out_dir, "--out")
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+        built, checks = _build_artifacts(checkpoint, Path(tmp), classes, calib, use_tflite, stem, float_convs)
+        paths = {k: out_dir / p.name for k, p in built.items()}
+        sizes = {k: p.stat().st_size for k, p in built.items()}
+        result = {
+            "checkpoint": str(checkpoint),
+            "paths": {k: str(p) for k, p in paths.items()},
+            "bytes": sizes,
+            "checks": checks,
+            "header_source": str(paths["tflite"]) if "tflite" in paths else None,
+            "tflite_missing": None if use_tflite else TFLITE_MISSING,
+        }
+        (Path(tmp) / "export.json").write_text(json.dumps(result, indent=2))
+        for key, path in built.items():  # all checks passed: into place, each file at once
+            if key == "pt" and checkpoint.resolve() == paths["pt"].resolve():
+                continue  # exporting models/asl_fastkan.pt itself: it stays as it is
+            os.replace(path, paths[key])
+        os.replace(Path(tmp) / "export.json", out_dir / "export.json")
+    if not use_tflite:  # TFLite files of an earlier export no longer match this model
+        stale = [out_dir / n for n in (f"{stem}_int8.tflite", "model_data.h", "labels.h", "op_resolver.h")]
+        result["stale"] = [str(p) for p in stale if p.exists()]
+    return result
+
+
+def _build_artifacts(
+    checkpoint: Path, tmp: Path, classes: list[str], calib: np.ndarray, use_tflite: bool, stem: str, float_convs: int
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Every artifact of `export_all` in `tmp`, and the checks; raises UserError when the float export is off."""
+    paths: dict[str, Path] = {"pt": tmp / f"{stem}.pt"}
+    shutil.copyfile(checkpoint, paths["pt"])
     steps = tqdm(total=4, desc="export", unit="step", leave=False)
-    paths["onnx"] = export_onnx(checkpoint, out_dir / f"{stem}.onnx")
+    paths["onnx"] = export_onnx(checkpoint, tmp / f"{stem}.onnx")
     steps.update()
-    paths["onnx_int8"] = quantize_onnx(paths["onnx"], out_dir / f"{stem}_int8.onnx", calib, float_convs=float_convs)
+    paths["onnx_int8"] = quantize_onnx(paths["onnx"], tmp / f"{stem}_int8.onnx", calib, float_convs=float_convs)
     steps.update()
-    (out_dir / "labels.txt").write_text("\n".join(classes) + "\n")
-    paths["labels"] = out_dir / "labels.txt"
+    (tmp / "labels.txt").write_text("\n".join(classes) + "\n")
+    paths["labels"] = tmp / "labels.txt"
     checks: dict[str, Any] = {
         "onnx_float": compare_models(checkpoint, paths["onnx"], calib[:64]),
         "onnx_int8": compare_models(checkpoint, paths["onnx_int8"], calib[:64]),
     }
-    use_tflite = tflite_available() if tflite is None else tflite
-    embedded = paths["onnx_int8"]
+    if checks["onnx_float"]["max_abs_diff"] > FLOAT_TOLERANCE:
+        raise UserError(
+            f"the float ONNX export of {checkpoint} differs from PyTorch by {checks['onnx_float']['max_abs_diff']:.2e} "
+            f"(> {FLOAT_TOLERANCE:g}) in probability; nothing was written. Please report it with the checkpoint"
+        )
     if use_tflite:
-        paths["tflite"] = export_tflite(checkpoint, out_dir / f"{stem}_int8.tflite", calib)
+        paths["tflite"] = export_tflite(checkpoint, tmp / f"{stem}_int8.tflite", calib)
         p_ref = load_predictor(checkpoint, threads=1).predict_proba(calib[:64])
         p_tfl = tflite_predict_proba(paths["tflite"], calib[:64])
         checks["tflite_int8"] = {
@@ -626,22 +684,11 @@ def export_all(
             "argmax_agreement": float((p_ref.argmax(1) == p_tfl.argmax(1)).mean()),
             "n_images": int(len(p_ref)),
         }
-        embedded = paths["tflite"]
         report = tflite_report(paths["tflite"])
         checks["tflite_model"] = report
-        paths["op_resolver_h"] = write_op_resolver(report["ops"], out_dir / "op_resolver.h")
-    steps.update()
-    paths["model_data_h"] = write_c_array(embedded, out_dir / "model_data.h", "g_model")
-    paths["labels_h"] = write_labels_header(classes, out_dir / "labels.h")
-    steps.update()
+        paths["op_resolver_h"] = write_op_resolver(report["ops"], tmp / "op_resolver.h")
+        paths["model_data_h"] = write_c_array(paths["tflite"], tmp / "model_data.h", "g_model")
+        paths["labels_h"] = write_labels_header(classes, tmp / "labels.h")
+    steps.update(2)
     steps.close()
-    sizes = {k: p.stat().st_size for k, p in paths.items()}
-    result = {
-        "checkpoint": str(checkpoint),
-        "paths": {k: str(p) for k, p in paths.items()},
-        "bytes": sizes,
-        "checks": checks,
-        "header_source": str(embedded),
-    }
-    (out_dir / "export.json").write_text(json.dumps(result, indent=2))
-    return result
+    return paths, checks

@@ -338,7 +338,7 @@ def fused_folds(
     persons = person_ids(cache.groups, cache.sources)
     held: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # fold, p_pix, p_lm, found, y
     hands: tuple[np.ndarray, np.ndarray] | None = None
-    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir), person_folds):
+    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir, len(cache)), person_folds):
         paths = [folds_dir(run_dir, m, kind) / fold.name / "best.pt" for m in (pixel_model, "landmark_fastkan")]
         missing = [p for p in paths if not p.exists()]
         if missing:

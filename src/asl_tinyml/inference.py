@@ -145,6 +145,7 @@ def open_session(
     metadata; a file it cannot read is a UserError naming the file and `fix`."""
     import onnxruntime as ort
 
+    ort.disable_telemetry_events()  # also when onnxruntime was imported before asl_tinyml (see __init__)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

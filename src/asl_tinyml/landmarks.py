@@ -206,7 +206,8 @@ def load_landmark_data(run_dir: str | Path, mirror: bool = True, sequences: str 
     points = canonical_points(lm.landmarks, lm.handedness, mirror)
     points[~lm.found] = 0.0
     data = LandmarkData(
-        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir), len(cache)
+        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir, len(cache)),
+        len(cache),
     )
     if sequences is None or not Path(sequences).exists():
         return data

@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, default_data_root
+from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, default_data_root, output_dir
+from .images import BadImageError, verify_image
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ["source", "original_path", "merged_path", "class", "sha256", "width", "height", "group"]
@@ -30,6 +30,7 @@ class MergeReport:
 
     merged: Counter = field(default_factory=Counter)  # (class, source) -> files copied this run
     already: int = 0  # files whose content was already merged (re-run or duplicate content)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): same bytes, another class
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     unknown_folders: list[str] = field(default_factory=list)
     empty_folders: list[str] = field(default_factory=list)
@@ -42,8 +43,9 @@ class MergeReport:
 
 
 def normalize_class(name: str) -> str:
-    """`A` -> `a`, ` Space ` -> `space`."""
-    return name.strip().lower()
+    """`A` -> `a`, ` Space ` -> `space`. Only ASCII names are folded: the Kelvin sign `\u212a` lower-cases
+    to `k`, but a folder named so is not the class `k` (it stays unknown and is reported)."""
+    return name.strip().lower() if name.isascii() else name
 
 
 def default_sources(cwd: Path | None = None) -> list[Path]:
@@ -97,24 +99,56 @@ def file_sha256(path: Path) -> str:
 
 
 def probe_image(path: Path) -> tuple[int, int]:
-    """(width, height) of a readable image; raises ValueError with a reason otherwise."""
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            im.verify()
-        return size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a readable image ({type(exc).__name__})") from exc
+    """(width, height) of an image that decodes in full; raises ValueError with a reason otherwise."""
+    return verify_image(path)
 
 
-def read_manifest(out: Path) -> list[dict[str, str]]:
-    path = out / MANIFEST
-    if not path.exists():
+class ManifestError(UserError):
+    """A manifest.csv that `merge` did not write (other columns, not text, unknown classes)."""
+
+
+def read_manifest(out: Path, strict: bool = True) -> list[dict[str, str]]:
+    """The rows of `out/manifest.csv` ([] when there is none).
+
+    A file that is not one of ours raises ManifestError naming it (`strict`), or reads as no rows.
+    """
+    path = Path(out) / MANIFEST
+    if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        rows = _parse_manifest(path)
+    except ManifestError:
+        if strict:
+            raise
+        return []
+    return rows
 
 
+def _parse_manifest(path: Path) -> list[dict[str, str]]:
+    def foreign(reason: str) -> ManifestError:
+        return ManifestError(
+            f"{path} is not a manifest written by `asl-tinyml merge` ({reason}); move it aside or use another folder"
+        )
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [k for k in MANIFEST_FIELDS if k not in (reader.fieldnames or [])]
+            if missing:
+                raise foreign(f"no column(s) {', '.join(missing)}")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise foreign(f"{type(exc).__name__}: {exc}") from exc
+    known = set(canonical_classes(include_extra=True))
+    for n, row in enumerate(rows, start=2):
+        if any(row.get(k) is None for k in MANIFEST_FIELDS):
+            raise foreign(f"line {n} has too few fields")
+        merged = Path(row["merged_path"])
+        if row["class"] not in known:
+            raise foreign(f"line {n}: unknown class {row['class']!r}")
+        if merged.is_absolute() or ".." in merged.parts or not row["width"].isdigit() or not row["height"].isdigit():
+            raise foreign(f"line {n}: bad merged_path, width or height")
+    return rows
 def _free_name(folder: Path, name: str, taken: set[str]) -> str:
     """`1.jpg`, then `1_1.jpg`, `1_2.jpg`, ... whichever is free on disk and in this run."""
     stem, ext = Path(name).stem, Path(name).suffix.lower()
@@ -126,12 +160,20 @@ def _free_name(folder: Path, name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _check_sources(sources: list[Path]) -> None:
+def _check_sources(sources: list[Path], out: Path) -> None:
+    """Every source is a folder, and `out` is neither a source nor inside one (nor around one): merge
+    writes into `out` and must never change a source."""
+    out_abs = out.resolve()
     for s in sources:
         if not s.exists():
             raise UserError(f"source {s} does not exist; pass a folder of class folders (A/, b/, space/...)")
         if not s.is_dir():
             raise UserError(f"source {s} is not a folder; pass a folder of class folders (A/, b/, space/...)")
+        src = s.resolve()
+        if out_abs == src or src in out_abs.parents:
+            raise UserError(f"--out {out} is inside the source {s}; merge never writes into a source: pass another --out")
+        if out_abs in src.parents:
+            raise UserError(f"the source {s} is inside --out {out}; merge never writes into a source: pass another --out")
 
 
 def merge(
@@ -148,11 +190,14 @@ def merge(
     Raises UserError when nothing at all could be merged for a reason the user must fix.
     """
     sources = [Path(s) for s in sources]
-    _check_sources(sources)
-    classes = canonical_classes(include_extra)
     out = Path(out)
+    if limit_per_class is not None and limit_per_class < 1:
+        raise UserError(f"--limit-per-class must be at least 1, got {limit_per_class}")
+    _check_sources(sources, out)
+    output_dir(out, "--out", create=False)
+    classes = canonical_classes(include_extra)
     rows = read_manifest(out)
-    known_hashes = {r["sha256"] for r in rows}
+    known_hashes = {r["sha256"]: r for r in rows}
     report = MergeReport(dry_run=dry_run, manifest=out / MANIFEST)
 
     plan: list[tuple[str, str, Path]] = []  # (class, source name, file)
@@ -177,28 +222,35 @@ def merge(
 
     new_rows: list[dict[str, str]] = []
     taken: dict[str, set[str]] = {}
-    for cls, source_name, f in tqdm(plan, desc="merge", unit="img", leave=False):
-        if f.suffix.lower() not in IMAGE_EXTENSIONS:
-            report.skipped.append((str(f), f"not an image extension ({f.suffix or 'none'})"))
-            continue
-        try:
-            width, height = probe_image(f)
-        except ValueError as exc:
-            report.skipped.append((str(f), str(exc)))
-            continue
-        digest = file_sha256(f)
-        if digest in known_hashes:
-            report.already += 1
-            continue
-        known_hashes.add(digest)
-        dest_dir = out / cls
-        name = _free_name(dest_dir, f.name, taken.setdefault(cls, set()))
-        if not dry_run:
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest_dir / name)
-        report.merged[(cls, source_name)] += 1
-        new_rows.append(
-            {
+    if not dry_run:
+        output_dir(out, "--out")
+    try:
+        for cls, source_name, f in tqdm(plan, desc="merge", unit="img", leave=False):
+            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                report.skipped.append((str(f), f"not an image extension ({f.suffix or 'none'})"))
+                continue
+            try:
+                width, height = probe_image(f)
+            except BadImageError as exc:
+                report.skipped.append((str(f), str(exc)))
+                continue
+            digest = file_sha256(f)
+            if digest in known_hashes:
+                first = known_hashes[digest]
+                if first["class"] != cls:
+                    reason = (f"class {cls}, same bytes as {first['merged_path']} (class {first['class']}); "
+                              f"kept as {first['class']} only: check which label is right")
+                    report.conflicts.append((str(f), reason))
+                else:
+                    report.already += 1
+                continue
+            dest_dir = out / cls
+            name = _free_name(dest_dir, f.name, taken.setdefault(cls, set()))
+            if not dry_run:
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest_dir / name)
+            report.merged[(cls, source_name)] += 1
+            row = {
                 "source": source_name,
                 "original_path": str(f.resolve()),
                 "merged_path": f"{cls}/{name}",
@@ -208,11 +260,12 @@ def merge(
                 "height": str(height),
                 "group": group_id(source_name, f.name, frame_block),
             }
-        )
-
-    if new_rows and not dry_run:
-        _append_manifest(out, new_rows)
-    if report.n_merged == 0 and report.already == 0:
+            known_hashes[digest] = row
+            new_rows.append(row)
+    finally:  # every copied file gets its manifest row, even when the run stops half-way
+        if new_rows and not dry_run:
+            _append_manifest(out, new_rows)
+    if report.n_merged == 0 and report.already == 0 and not report.conflicts:
         reasons = "; ".join(f"{p}: {r}" for p, r in report.skipped[:3]) or "no image files in the class folders"
         raise UserError(f"nothing could be merged ({reasons})")
     return report
@@ -222,7 +275,7 @@ def _append_manifest(out: Path, rows: list[dict[str, str]]) -> None:
     path = out / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     new_file = not path.exists()
-    with path.open("a", newline="") as f:
+    with path.open("a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
         if new_file:
             writer.writeheader()
@@ -245,13 +298,18 @@ def format_report(report: MergeReport, out: Path) -> str:
         lines.append("total  " + " ".join(str(n).rjust(width) for n in totals) + str(sum(totals)).rjust(width + 1))
     for path, reason in report.skipped:
         lines.append(f"skipped {path}: {reason}")
+    for path, reason in report.conflicts:
+        lines.append(f"label conflict {path}: {reason}")
     for folder in report.unknown_folders:
-        lines.append(f"unknown class folder {folder}: not merged (use --include-extra for del/nothing)")
+        name = Path(folder).name
+        why = (f"a non-ASCII name (looks like {name.lower()!r}); rename it to an ASCII class name"
+               if not name.isascii() else "use --include-extra for del/nothing")
+        lines.append(f"unknown class folder {folder}: not merged ({why})")
     for folder in report.empty_folders:
         lines.append(f"empty class folder {folder}: skipped")
-    if report.skipped or report.unknown_folders or report.empty_folders:
+    if report.skipped or report.conflicts or report.unknown_folders or report.empty_folders:
         lines.append(
-            f"{len(report.skipped)} file(s) skipped, {len(report.unknown_folders)} unknown folder(s), "
-            f"{len(report.empty_folders)} empty folder(s)"
+            f"{len(report.skipped)} file(s) skipped, {len(report.conflicts)} label conflict(s), "
+            f"{len(report.unknown_folders)} unknown folder(s), {len(report.empty_folders)} empty folder(s)"
         )
     return "\n".join(lines)

@@ -34,21 +34,15 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 def _rows(predictor: SignPredictor, files: list[Path], topk: int, mask: np.ndarray) -> Iterator[dict[str, Any]]:
     """One row per file of one batch, in order: top-k labels and probabilities, or the read error."""
-    readable = [f for f in files if f.is_file()]
     try:
-        proba, found, errors, _ = predictor.predict_files(readable)
+        proba, found, errors, _ = predictor.predict_files(files)
     except UserError:
         raise
     except Exception as exc:  # the model file loaded but cannot run on these inputs
         raise UserError(
             f"{predictor.pixel.path} failed to run ({type(exc).__name__}: {exc}); re-export it with `asl-tinyml export`"
         ) from exc
-    result = {f: (p, h, e) for f, p, h, e in zip(readable, restrict_proba(proba, mask), found, errors)}
-    for path in files:
-        if path not in result:
-            yield {"file": str(path), "error": "no such file" if not path.exists() else "not a regular file"}
-            continue
-        p, hand, error = result[path]
+    for path, p, hand, error in zip(files, restrict_proba(proba, mask), found, errors):
         if error is not None:
             yield {"file": str(path), "error": error}
             continue

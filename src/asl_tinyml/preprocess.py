@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import UserError, canonical_classes
+from .config import UserError, canonical_classes, output_dir
 from .hands import HandTable, cached_hands, hand_crop
 from .images import load_image, read_rgb
 from .merge import read_manifest
@@ -62,11 +63,23 @@ class Cache:
             path = path / CACHE_NAME
         if not path.exists():
             raise UserError(f"no preprocessed cache at {path}; run `asl-tinyml preprocess` first")
-        with np.load(path, allow_pickle=False) as z:
-            return cls(
-                z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
-                z["sources"], z["groups"], z["paths"], str(z["crop"]) if "crop" in z else "centre",
-            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                cache = cls(
+                    z["images"], z["labels"].astype(np.int64), [str(c) for c in z["classes"]],
+                    z["sources"], z["groups"], z["paths"], str(z["crop"]) if "crop" in z else "centre",
+                )
+        except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise UserError(
+                f"{path} is not a readable cache ({type(exc).__name__}: {exc}); re-run `asl-tinyml preprocess`"
+            ) from exc
+        n = len(cache.labels)
+        shapes_ok = cache.images.ndim == 4 and cache.images.shape[3] == 3 and cache.images.dtype == np.uint8
+        if not shapes_ok or any(len(a) != n for a in (cache.images, cache.sources, cache.groups, cache.paths)) or (
+            n and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.classes))
+        ):
+            raise UserError(f"{path} is inconsistent (arrays of different lengths or bad labels); re-run `asl-tinyml preprocess`")
+        return cache
 
 
 def build_cache(
@@ -91,7 +104,7 @@ def build_cache(
             if hands is None:
                 return load_image(path, size)
             return hand_crop(read_rgb(path), hands.landmarks[i] if hands.found[i] else None, size, margin)
-        except (ValueError, FileNotFoundError) as exc:
+        except ValueError as exc:  # images.BadImageError: missing or unreadable
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:
@@ -188,14 +201,25 @@ def save_splits(splits: dict[str, np.ndarray], path: Path, seed: int) -> None:
     Path(path).write_text(json.dumps(payload))
 
 
-def load_splits(path: str | Path) -> dict[str, np.ndarray]:
+def load_splits(path: str | Path, n_images: int | None = None) -> dict[str, np.ndarray]:
+    """The train/val/test row indices of a run; `n_images` (the cache's length) bounds them. Raises UserError."""
     path = Path(path)
     if path.is_dir():
         path = path / SPLITS_NAME
     if not path.exists():
         raise UserError(f"no splits at {path}; run `asl-tinyml preprocess` first")
-    payload = json.loads(path.read_text())
-    return {k: np.array(payload[k], dtype=np.int64) for k in SPLITS}
+    try:
+        payload = json.loads(path.read_text())
+        splits = {k: np.array(payload[k], dtype=np.int64).reshape(-1) for k in SPLITS}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise UserError(
+            f"{path} is not a readable splits file ({type(exc).__name__}: {exc}); re-run `asl-tinyml preprocess`"
+        ) from exc
+    top = max((int(v.max()) for v in splits.values() if v.size), default=-1)
+    low = min((int(v.min()) for v in splits.values() if v.size), default=0)
+    if low < 0 or (n_images is not None and top >= n_images):
+        raise UserError(f"{path} lists images the run's cache does not hold; re-run `asl-tinyml preprocess`")
+    return splits
 
 
 # --- held-out folds: unseen people, unseen sources -------------------------------------------------------
@@ -293,10 +317,13 @@ def preprocess(
 ) -> PreprocessResult:
     """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder; with `hand_crop` every image
     is cropped to its hand (MediaPipe, detections kept in `hand_cache` by image hash)."""
-    out_dir = Path(out_dir)
+    if size < 1:
+        raise UserError(f"--size must be at least 1 pixel, got {size}")
+    out_dir = output_dir(out_dir, "--out", create=False)
     hands = merged_hands(Path(merged_dir), hand_cache) if hand_crop else None
     cache, skipped = build_cache(Path(merged_dir), size, hands=hands, margin=margin)
     splits = grouped_split(cache.labels, cache.groups, cache.sources, seed, val_fraction, test_fraction)
+    output_dir(out_dir, "--out")
     cache.save(out_dir / CACHE_NAME)
     save_splits(splits, out_dir / SPLITS_NAME, seed)
     return PreprocessResult(

@@ -5,21 +5,26 @@
 - `POST /predict?topk=3`: one photo (multipart field `file`, or a raw image body) -> the top classes.
 - `WS /ws`: camera frames in (binary JPEG/PNG bytes, or JSON `{"type": "frame", "image": "data:..."}`),
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
-- `GET /docs`: the OpenAPI documentation.
+- `GET /docs`, `GET /redoc`: the OpenAPI documentation, its Swagger UI and ReDoc assets served by the app
+  itself (fastapi-offline), so the page renders without a network.
 
 The model is loaded once, through ONNX Runtime (or PyTorch for a `.pt`), by `inference.load_predictor`.
-Client images are decoded from memory and never written to disk; oversized uploads (413), non-images
-(400), malformed messages and clients sending too many frames per second get a clear error while the
-server keeps serving everyone else.
+Client images are decoded from memory and never written to disk, at most `max_decodes` at once and only
+up to `max_pixels`; oversized uploads (413), non-images (400), malformed messages and clients sending too
+many frames per second get a clear error while the server keeps serving everyone else. A failure of the
+server itself on a WebSocket message closes that socket with code 1011 after an error message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
+import contextlib
+import errno
 import json
-import re
+import logging
+import math
+import socket
 import threading
 import time
 from collections import deque
@@ -31,17 +36,20 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import File as MultipartFile
 from python_multipart.multipart import FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
+from .config import UserError
 from .fusion import SignPredictor, class_mask, load_sign_predictor, restrict_proba
-from .images import read_rgb
+from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
 from .spelling import Speller, SpellingConfig
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MIB = 1024 * 1024
@@ -56,7 +64,10 @@ class ServeSettings:
     max_upload_bytes: int = 8 * MIB  # POST /predict request body
     max_frame_bytes: int = 1 * MIB  # one WebSocket frame
     max_fps: float = 20.0  # frames per second accepted from one WebSocket client; the rest are dropped
-    max_pixels: int = 64_000_000  # decoded image size (a decompression bomb guard)
+    # decoded image size, checked from the header: a 12-megapixel phone photo passes; a 61 KB PNG of 63
+    # megapixels (the file-reading guard) cost 400 MB and 1.5 s to decode, and a webcam frame is under 1
+    max_pixels: int = 16_000_000
+    max_decodes: int = 2  # images decoded at once (each up to ~4 bytes x max_pixels); the rest wait their turn
     threads: int | None = 1  # inference threads per call (requests run in parallel on a thread pool)
     classes: str = "all"  # answers allowed: all, letters or digits (`fusion.class_mask`); the page can switch
     spelling: SpellingConfig = field(default_factory=SpellingConfig)
@@ -87,12 +98,8 @@ class Health(BaseModel):
     image_size: int
 
 
-class BadImage(ValueError):
-    """The bytes a client sent are not a readable image."""
-
-
-class ImageTooLarge(BadImage):
-    """The image decodes to more pixels than the server accepts."""
+BadImage = BadImageError  # the bytes a client sent are not a readable image (400)
+ImageTooLarge = ImageTooLargeError  # more pixels than `max_pixels` (413)
 
 
 def _size(n: int) -> str:
@@ -132,29 +139,24 @@ class Classified:
 
 
 def classify_bytes(
-    predictor: SignPredictor, data: bytes, max_pixels: int = 64_000_000, mask: np.ndarray | None = None
+    predictor: SignPredictor, data: bytes, max_pixels: int = ServeSettings.max_pixels,
+    decoding: threading.Semaphore | None = None, mask: np.ndarray | None = None,
 ) -> Classified:
     """Decode an image from memory and classify it (hand detection, crop, fusion as the predictor does).
 
     Raises BadImage (ImageTooLarge past `max_pixels`, checked from the header before decoding).
+    `decoding` bounds how many images are decoded at once (memory).
     """
     start = time.perf_counter()
     if not data:
         raise BadImage("empty image: the upload contained no bytes; send a JPEG, PNG or WebP photo")
     try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            width, height = im.size
-    except Image.DecompressionBombError as exc:
+        with decoding if decoding is not None else contextlib.nullcontext():
+            image = read_rgb(data, max_pixels=max_pixels)
+    except ImageTooLarge as exc:
         raise ImageTooLarge(f"{exc}; send a smaller photo") from exc
-    except (OSError, SyntaxError, ValueError):  # unreadable: read_rgb below names the reason
-        width = height = 0
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image of {width}x{height} pixels exceeds {max_pixels / 1e6:g} megapixels; send a smaller photo")
-    try:
-        image = read_rgb(io.BytesIO(data))
-    except (ValueError, Image.DecompressionBombError) as exc:
-        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>:?", "", str(exc)).strip()  # no memory addresses
-        raise BadImage(f"{reason}; send a JPEG, PNG or WebP photo") from exc
+    except BadImage as exc:
+        raise BadImage(f"{exc}; send a JPEG, PNG or WebP photo") from exc
     with _DETECT_LOCK:  # one MediaPipe graph per predictor, not thread-safe
         probs, hand = predictor.predict_image(image)
     if mask is not None:
@@ -231,6 +233,20 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
 
 
+def _no_constant(name: str) -> None:
+    """`json.loads` hook: NaN and Infinity are not JSON (and could not be sent back as JSON)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _is_frame_id(value: Any) -> bool:
+    """A frame id the reply can echo as valid JSON: none, a short string or a finite number."""
+    if value is None or (isinstance(value, str) and len(value) <= 100):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and abs(value) < 2**63
+
+
 def create_app(
     model: str | Path | Predictor | SignPredictor | None = None, *, settings: ServeSettings | None = None
 ) -> FastAPI:
@@ -248,13 +264,14 @@ def create_app(
     masks = {which: class_mask(classes, which) for which in ("all", "letters", "digits")
              if which == "all" or any(c.isdigit() == (which == "digits") for c in classes)}
     default_mask = class_mask(classes, settings.classes)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with Swagger UI and ReDoc served from the package: no CDN
         title="asl-tinyml",
         version="0.1.0",
         description="ASL fingerspelling from a webcam or a photo with a tiny FastKAN classifier.",
     )
     app.state.predictor = predictor
     app.state.settings = settings
+    decoding = threading.BoundedSemaphore(settings.max_decodes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -288,7 +305,7 @@ def create_app(
 
         def handle() -> Classified:  # parse, decode and classify in one worker thread
             data = image_from_body(body, content_type, settings.max_upload_bytes)
-            return classify_bytes(predictor, data, settings.max_pixels, masks[classes_])
+            return classify_bytes(predictor, data, settings.max_pixels, decoding, masks[classes_])
 
         try:
             out = await run_in_threadpool(handle)
@@ -304,7 +321,7 @@ def create_app(
         if len(data) > settings.max_frame_bytes:
             return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
         try:
-            out = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels, mask)
+            out = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels, decoding, mask)
         except ImageTooLarge as exc:
             return _error("too_large", str(exc))
         except BadImage as exc:
@@ -323,9 +340,12 @@ def create_app(
         if raw is None:
             text = message.get("text") or ""
             try:
-                msg = json.loads(text)
-            except json.JSONDecodeError:
-                return _error("bad_json", "message is not JSON: send binary image bytes or {\"type\": \"frame\", \"image\": \"data:...\"}")
+                msg = json.loads(text, parse_constant=_no_constant)
+            except RecursionError:
+                return _error("bad_json", "message is nested too deeply: send {\"type\": \"frame\", \"image\": \"data:...\"}")
+            except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of thousands of digits
+                return _error("bad_json", f"message is not JSON ({exc}): send binary image bytes or "
+                                          "{\"type\": \"frame\", \"image\": \"data:...\"}")
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 return _error("bad_message", "message must be a JSON object with a string field 'type'")
             kind = msg["type"]
@@ -347,6 +367,8 @@ def create_app(
             if not isinstance(msg.get("image"), str):
                 return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
             frame_id = msg.get("id")
+            if not _is_frame_id(frame_id):
+                return _error("bad_message", "a frame's 'id' must be a string of at most 100 characters or a finite number")
             try:
                 raw = decode_data_url(msg["image"])
             except BadImage as exc:
@@ -374,17 +396,56 @@ def create_app(
                 await websocket.send_json(await on_message(message, speller, limiter, session))
         except WebSocketDisconnect:
             pass
+        except Exception:  # a bug, not the client's input: say so, close properly, keep serving the others
+            log.exception("websocket message failed")
+            with contextlib.suppress(Exception):
+                await websocket.send_json(_error("internal", "the server failed on this message; reconnect"))
+                await websocket.close(code=1011, reason="internal error")
 
     return app
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (0: any free port), ready for uvicorn; a port in use, an unknown
+    host or a port out of range is a UserError naming the flag."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range; pass a port from 1 to 65535 (0: any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host {host!r} is not an address of this machine ({exc}); pass 127.0.0.1 or 0.0.0.0") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port} is already in use on {host}; stop the other server or pass another --port") from exc
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --host or --port") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(model: str | Path | SignPredictor | None = None, host: str = "127.0.0.1", port: int = 8000,
                settings: ServeSettings | None = None, log_level: str = "info") -> None:
-    """Load the predictor once (None: the shipped default) and serve the app with uvicorn until interrupted."""
+    """Load the predictor once (None: the shipped default) and serve the app with uvicorn until interrupted.
+
+    The port is bound before the model loads, so a port in use is a UserError, not uvicorn's exit 3.
+    """
     import uvicorn
 
     settings = settings or ServeSettings()
-    app = create_app(model, settings=settings)
-    predictor: SignPredictor = app.state.predictor
-    print(f"asl-tinyml: serving {predictor.name} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096)
+    sock = bind_socket(host, port)
+    try:
+        app = create_app(model, settings=settings)
+        port = sock.getsockname()[1]
+        predictor: SignPredictor = app.state.predictor
+        print(f"asl-tinyml: serving {predictor.name} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops",
+              flush=True)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -277,7 +277,7 @@ def _train(
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     cache = Cache.load(run_dir)
-    splits = load_splits(run_dir)
+    splits = load_splits(run_dir, len(cache))
     tr_idx = np.asarray(splits["train"] if train_index is None else train_index, dtype=np.int64)
     va_idx = np.asarray(splits["val"] if val_index is None else val_index, dtype=np.int64)
     if len(tr_idx) == 0 or len(va_idx) == 0:
@@ -458,7 +458,7 @@ def train_folds(
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, cfg.model, kind)
     cache = Cache.load(run_dir)
-    folds = make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir), cfg.person_folds)
+    folds = make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir, len(cache)), cfg.person_folds)
     persons = person_ids(cache.groups, cache.sources)
     results: list[dict[str, Any]] = []
     for fold in folds:
