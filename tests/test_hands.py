@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from asl_tinyml import hands as hands_module
+from asl_tinyml.answers import NO_HAND_LABEL, class_mask, restrict_proba, twin_of
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
 from asl_tinyml.evaluate import compute_metrics
-from asl_tinyml.fusion import NO_HAND_LABEL, class_mask, load_sign_predictor, restrict_proba, twin_of
+from asl_tinyml.fusion import load_sign_predictor
 from asl_tinyml.hands import NUM_LANDMARKS, HandResult, HandTable, cached_hands, hand_box, hand_crop
 from asl_tinyml.landmarks import SEQUENCE_SOURCE, augment_points, export_landmark_onnx, sequence_points
 from asl_tinyml.models import create_model, save_checkpoint

@@ -103,6 +103,9 @@ def test_wrapper_folder_is_descended(make_source, tmp_path):
         ("asl_alphabet_subset", "A1234.jpg", "asl_alphabet_subset:A12"),
         ("asl_alphabet_subset", "space1016.jpg", "asl_alphabet_subset:space10"),
         ("sign_language_digits", "IMG_1125.JPG", "sign_language_digits:IMG_11"),
+        ("asl_users_mon95", "User10_A0.jpg", "asl_users_mon95:user10"),  # a person, whatever the letter or shot
+        ("asl_users_mon95", "user3_Y9.jpg", "asl_users_mon95:user3"),
+        ("asl_fingerspelling_4signers", "signer2_1045.jpg", "asl_fingerspelling_4signers:signer2"),  # not a frame block
         ("x", "photo.png", "x:photo"),
     ],
 )

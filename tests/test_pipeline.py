@@ -7,7 +7,6 @@ import json
 import pytest
 
 from asl_tinyml.cli import main
-from asl_tinyml.images import load_image
 from asl_tinyml.inference import load_predictor
 from asl_tinyml.preprocess import Cache
 
@@ -28,13 +27,15 @@ def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
     int8 = models / "asl_fastkan_int8.onnx"
     assert int8.stat().st_size <= 256 * 1024
     # with the landmarks extra (CI installs it): MediaPipe, the landmark model and the fused int8 predictor
-    assert "| landmark_fastkan (hand found in" in report and "| fused int8 (" in report
+    assert "| landmark_fastkan (hand found in" in report and "| **shipped: fused int8** (" in report
+    assert "## New people and new sources" in report  # first, even when `compare` has not measured them yet
     assert (models / "asl_landmarks_int8.onnx").stat().st_size < 32 * 1024
     assert metrics["fused"]["n"] == metrics["n"] and 0 <= metrics["fused"]["fusion_weight"] <= 1
     assert (models / "labels.txt").read_text().split() == Cache.load(tmp_path / "run").classes
     # the deployed int8 model and the checkpoint agree on real merged images
-    merged = sorted((tmp_path / "run" / "data_merged").glob("*/*"))[:40:4]
-    images = __import__("numpy").stack([load_image(p, 64) for p in merged])
+    cache = Cache.load(tmp_path / "run")
+    assert cache.crop == "hand" and (tmp_path / "run" / "hands.npz").exists()  # hand crops; detections kept
+    images = cache.images[:40:4]
     p_int8 = load_predictor(int8).predict_proba(images)
     p_pt = load_predictor(models / "asl_fastkan.pt").predict_proba(images)
     assert (p_int8.argmax(1) == p_pt.argmax(1)).mean() >= 0.8

@@ -318,3 +318,23 @@ def test_missing_model_is_a_one_line_user_error(tmp_path: Path, capsys: pytest.C
     assert main(["serve", "--models-dir", str(tmp_path / "models"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no shipped model in" in err and "asl-tinyml pipeline" in err
+
+
+def test_answers_can_be_restricted_to_letters_or_digits(onnx_model: Path) -> None:
+    data = image_bytes(seed=3, noise=True)
+    letters = [c for c in CLASSES if not c.isdigit()]
+    with TestClient(create_app(onnx_model)) as c:
+        body = c.post("/predict?topk=50&classes=letters", files={"file": ("a.jpg", data, "image/jpeg")}).json()
+        assert {p["label"] for p in body["top"]} <= set(letters) and body["label"] == body["top"][0]["label"]
+        assert sum(p["prob"] for p in body["top"]) == pytest.approx(1.0, abs=1e-4)
+        assert body["hand"] is None  # a centre-crop pixel model alone does not look for a hand
+        assert c.post("/predict?classes=words", files={"file": ("a.jpg", data, "image/jpeg")}).status_code == 422
+        with c.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["answer_sets"][0] == "all"
+            ws.send_text(json.dumps({"type": "classes", "classes": "letters"}))
+            assert ws.receive_json() == {"type": "classes", "classes": "letters"}
+            ws.send_bytes(data)
+            reply = ws.receive_json()
+            assert reply["type"] == "prediction" and {p["label"] for p in reply["top"]} <= set(letters)
+            ws.send_text(json.dumps({"type": "classes", "classes": "words"}))
+            assert ws.receive_json()["type"] == "error"

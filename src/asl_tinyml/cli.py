@@ -542,8 +542,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     run = args.out or (Path("runs/quick") if args.quick else Path(cfg.run_dir))
     merged = args.merged or (run / "data_merged" if args.quick else Path(cfg.merged_dir))
     models = run / "models" if args.quick else Path(cfg.models_dir)
+    hand_cache = run / "hands.npz" if args.quick and cfg.hand_cache is None else cfg.hand_cache
     cfg = cfg.replace(
-        run_dir=str(run), merged_dir=str(merged), models_dir=str(models),
+        run_dir=str(run), merged_dir=str(merged), models_dir=str(models), hand_cache=hand_cache and str(hand_cache),
         sources=[str(d) for d in args.data] if args.data else None,
     )
     print(run_pipeline(cfg))

@@ -249,4 +249,5 @@ class Config:
             quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2),
             baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1, bench_rounds=1,
             fold_epochs=min(self.fold_epochs, 2), transfer_epochs=min(self.transfer_epochs, 1),
+            landmark_epochs=min(self.landmark_epochs, 10),
         )

@@ -28,8 +28,9 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from .answers import NO_HAND_LABEL, class_mask, restrict_proba, twin_of
 from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, output_dir
-from .fusion import NO_HAND_LABEL, HandInputs, SignPredictor, class_mask, load_sign_predictor, restrict_proba, twin_of
+from .fusion import HandInputs, SignPredictor, load_sign_predictor
 from .inference import Predictor
 from .merge import find_class_dirs, read_manifest
 from .preprocess import CACHE_NAME, Cache, load_splits

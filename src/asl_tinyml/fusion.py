@@ -18,6 +18,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score
 
+from .answers import NO_HAND_LABEL, predict_in_kind
 from .config import UserError
 from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
 from .preprocess import Cache, load_splits, make_folds, person_ids
@@ -128,40 +129,6 @@ class LandmarkPredictor:
 
 def load_landmark_predictor(path: str | Path, threads: int | None = None) -> LandmarkPredictor:
     return LandmarkPredictor(path, threads)
-
-
-NO_HAND_LABEL = "no hand found"  # the answer for a photo without a detected hand and no confident pixel guess
-CLASS_SETS = ("all", "letters", "digits")
-TWINS = (("0", "o"), ("2", "v"), ("6", "w"), ("9", "f"))  # ASL handshape twins: the same shape, told by context
-
-
-def class_mask(classes: list[str], which: str = "all") -> np.ndarray:
-    """(C,) bool: the classes an answer may take under `--classes` (`letters`: a-z and space, `digits`: 0-9)."""
-    if which not in CLASS_SETS:
-        raise UserError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {which!r}")
-    if which == "all":
-        return np.ones(len(classes), bool)
-    mask = np.array([c.isdigit() == (which == "digits") for c in classes])
-    if not mask.any():
-        raise UserError(f"the model knows no {which} (its classes: {' '.join(classes)}); use --classes all")
-    return mask
-
-
-def restrict_proba(proba: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Probabilities with the classes outside `mask` set to 0 and each row renormalised."""
-    out = np.where(mask[None, :], np.asarray(proba, np.float64), 0.0)
-    total = out.sum(axis=1, keepdims=True)
-    return (out / np.where(total > 0, total, 1.0)).astype(np.float32)
-
-
-def twin_of(classes: list[str]) -> np.ndarray:
-    """(C,) int: each class's handshape twin (itself where it has none)."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.arange(len(classes))
-    for a, b in TWINS:
-        if a in index and b in index:
-            out[index[a]], out[index[b]] = index[b], index[a]
-    return out
 
 
 @dataclass
@@ -319,7 +286,7 @@ def held_out_weight(run_dir: str | Path) -> float | None:
 
 # --- held-out folds --------------------------------------------------------------------------------------
 def fused_folds(
-    run_dir: str | Path, kind: str = "person", pixel_model: str = "convkan", out_dir: str | Path | None = None,
+    run_dir: str | Path, kind_name: str = "person", pixel_model: str = "convkan", out_dir: str | Path | None = None,
     person_folds: int = 4,
 ) -> list[dict[str, Any]]:
     """Fuse the fold models that `train.train_folds` (pixels) and `landmarks.landmark_folds` left behind.
@@ -333,13 +300,14 @@ def fused_folds(
     from .train import folds_dir, per_person, write_folds
 
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, FUSED_NAME, kind)
+    out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, FUSED_NAME, kind_name)
     cache = Cache.load(run_dir)
     persons = person_ids(cache.groups, cache.sources)
     held: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # fold, p_pix, p_lm, found, y
     hands: tuple[np.ndarray, np.ndarray] | None = None
-    for fold in make_folds(kind, cache.labels, cache.groups, cache.sources, load_splits(run_dir, len(cache)), person_folds):
-        paths = [folds_dir(run_dir, m, kind) / fold.name / "best.pt" for m in (pixel_model, "landmark_fastkan")]
+    for fold in make_folds(kind_name, cache.labels, cache.groups, cache.sources, load_splits(run_dir, len(cache)),
+                           person_folds):
+        paths = [folds_dir(run_dir, m, kind_name) / fold.name / "best.pt" for m in (pixel_model, "landmark_fastkan")]
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise UserError(
@@ -360,19 +328,26 @@ def fused_folds(
     for k, (fold, p_pix, p_lm, found, y) in enumerate(held):
         others = [j for j in range(len(held)) if j != k] or [k]
         weight, _ = choose_weight(*pooled(others))
-        pred = fuse_proba(p_pix, p_lm, found, weight).argmax(1)
-        lm_pred = np.where(found, p_lm.argmax(1), -1)
+        fused = fuse_proba(p_pix, p_lm, found, weight)
+        pred, lm_pred = fused.argmax(1), np.where(found, p_lm.argmax(1), -1)
+        kind = {name: predict_in_kind(p, y, cache.classes) for name, p in (("fused", fused), ("pixel", p_pix), ("lm", p_lm))}
+        kind["lm"] = np.where(found, kind["lm"], -1)
         who = persons[fold.test]
         rows.append({
-            "fold": fold.name, "kind": kind, "n_images": int(len(y)), "hand_found": int(found.sum()),
+            "fold": fold.name, "kind": kind_name, "n_images": int(len(y)), "hand_found": int(found.sum()),
             "weight": weight, "accuracy": float(accuracy_score(y, pred)),
             "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
             "pixel_accuracy": float(accuracy_score(y, p_pix.argmax(1))),
             "landmark_accuracy": float(np.mean(lm_pred == y)),
+            "accuracy_in_kind": float(np.mean(kind["fused"] == y)),
+            "pixel_accuracy_in_kind": float(np.mean(kind["pixel"] == y)),
+            "landmark_accuracy_in_kind": float(np.mean(kind["lm"] == y)),
             "per_person": per_person(who, pred == y), "pixel_per_person": per_person(who, p_pix.argmax(1) == y),
             "landmark_per_person": per_person(who, lm_pred == y),
+            "per_person_in_kind": per_person(who, kind["fused"] == y),
         })
     write_folds(rows, out_dir)
     weight, scores = choose_weight(*pooled(list(range(len(held)))))
-    (out_dir / "weight.json").write_text(json.dumps({"weight": weight, "kind": kind, "macro_f1_by_weight": scores}, indent=2))
+    (out_dir / "weight.json").write_text(json.dumps({"weight": weight, "kind": kind_name, "macro_f1_by_weight": scores},
+                                                    indent=2))
     return rows

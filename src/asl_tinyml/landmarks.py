@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from tqdm import tqdm
 
+from .answers import predict_in_kind
 from .config import UserError
 from .hands import (
     LEFT,
@@ -331,11 +332,17 @@ def train_landmark_model(
     return model.eval(), history
 
 
-def predict_points(model: nn.Module, points: np.ndarray, distances: bool = True) -> np.ndarray:
-    """Class indices for canonical points (N, 21, 3)."""
+def predict_points_proba(model: nn.Module, points: np.ndarray, distances: bool = True) -> np.ndarray:
+    """Class probabilities (N, C) for canonical points (N, 21, 3)."""
     model.eval()
     with torch.no_grad():
-        return model(point_features_torch(torch.as_tensor(points, dtype=torch.float32), distances)).argmax(1).numpy()
+        logits = model(point_features_torch(torch.as_tensor(points, dtype=torch.float32), distances))
+        return torch.softmax(logits, dim=1).numpy()
+
+
+def predict_points(model: nn.Module, points: np.ndarray, distances: bool = True) -> np.ndarray:
+    """Class indices for canonical points (N, 21, 3)."""
+    return predict_points_proba(model, points, distances).argmax(1)
 
 
 def landmark_metrics(data: LandmarkData, pred: np.ndarray, index: np.ndarray) -> dict[str, Any]:
@@ -516,10 +523,14 @@ def landmark_folds(
             data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],
             num_classes=len(data.classes), distances=distances, **options,
         )
-        pred = predict_points(model, data.points, distances)
-        correct = data.found[fold.test] & (pred[fold.test] == data.labels[fold.test])
+        proba = predict_points_proba(model, data.points, distances)
+        pred, y, found = proba.argmax(1), data.labels[fold.test], data.found[fold.test]
+        correct = found & (pred[fold.test] == y)
+        in_kind = found & (predict_in_kind(proba[fold.test], y, data.classes) == y)
         row = {"fold": fold.name, "kind": kind, "n_train": int(data.found[fold.train].sum()), "epochs_run": len(history),
-               **landmark_metrics(data, pred, fold.test), "per_person": per_person(persons[fold.test], correct),
+               **landmark_metrics(data, pred, fold.test), "end_to_end_accuracy_in_kind": float(in_kind.mean()),
+               "per_person": per_person(persons[fold.test], correct),
+               "per_person_in_kind": per_person(persons[fold.test], in_kind),
                "train_seconds": round(time.perf_counter() - start, 1)}
         save_landmark_model(out_dir / fold.name, model, data.classes, history, row, distances=distances, mirror=mirror,
                             **options)

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .answers import NO_HAND_LABEL, class_mask, restrict_proba
 from .config import UserError
-from .fusion import NO_HAND_LABEL, LandmarkPredictor, SignPredictor, class_mask, load_sign_predictor, restrict_proba
+from .fusion import LandmarkPredictor, SignPredictor, load_sign_predictor
 from .inference import Predictor
 
 CHUNK = 128  # images decoded, detected and classified together

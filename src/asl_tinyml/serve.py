@@ -43,8 +43,9 @@ from python_multipart.multipart import File as MultipartFile
 from python_multipart.multipart import FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
+from .answers import class_mask, restrict_proba
 from .config import UserError
-from .fusion import SignPredictor, class_mask, load_sign_predictor, restrict_proba
+from .fusion import SignPredictor, load_sign_predictor
 from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
 from .spelling import Speller, SpellingConfig

@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from .answers import predict_in_kind
 from .config import Config, UserError
 from .models import count_parameters, create_model, save_checkpoint
 from .preprocess import Cache, load_splits, make_folds, person_ids
@@ -467,12 +468,16 @@ def train_folds(
 
         model, _ = load_checkpoint(summary["checkpoint"])
         x, y = cache_tensors(cache, fold.test)
-        pred = predict_logits(model, x).argmax(1).numpy()
+        logits = predict_logits(model, x).numpy()
+        pred = logits.argmax(1)
+        in_kind = predict_in_kind(logits, y.numpy(), cache.classes) == y.numpy()
         results.append({
             "fold": fold.name, "kind": kind, "n_images": int(len(fold.test)), "n_train": int(len(fold.train)),
             "accuracy": float(accuracy_score(y.numpy(), pred)),
             "macro_f1": float(f1_score(y.numpy(), pred, labels=np.unique(y.numpy()), average="macro", zero_division=0)),
+            "accuracy_in_kind": float(in_kind.mean()),
             "per_person": per_person(persons[fold.test], pred == y.numpy()),
+            "per_person_in_kind": per_person(persons[fold.test], in_kind),
             "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
         })
     write_folds(results, out_dir)

@@ -2,7 +2,7 @@
 "use strict";
 
 const FPS = 12;            // frames sent per second (the server accepts up to its max_fps)
-const FRAME_SIDE = 128;    // frames are centre-cropped and downscaled to this square before sending
+const FRAME_WIDTH = 320;   // frames are downscaled to this width (the server finds the hand and crops to it)
 const JPEG_QUALITY = 0.8;
 const REPLY_TIMEOUT_MS = 3000;
 
@@ -72,6 +72,7 @@ function connect() {
       replies.push(now);
       serverMs = msg.ms;
       renderTop($("top"), msg.top);
+      $("hand").textContent = msg.hand === false ? "no hand found" : msg.hand ? "hand found" : "";
       renderState(msg);
     } else if (msg.type === "state" || msg.type === "hello") {
       renderState(msg);
@@ -115,9 +116,10 @@ function sendFrame() {
   if (!running || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2 || !video.videoWidth) return;
   const now = performance.now();
   if (inFlight && now - sentAt < REPLY_TIMEOUT_MS) return;   // one frame in flight at a time
-  const side = Math.min(video.videoWidth, video.videoHeight);
-  const sx = (video.videoWidth - side) / 2, sy = (video.videoHeight - side) / 2;
-  ctx.drawImage(video, sx, sy, side, side, 0, 0, FRAME_SIDE, FRAME_SIDE);
+  const scale = Math.min(1, FRAME_WIDTH / video.videoWidth);
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
   inFlight = true;
   sentAt = now;
   canvas.toBlob((blob) => {
@@ -140,10 +142,11 @@ async function upload(file) {
   const form = new FormData();
   form.append("file", file);
   try {
-    const res = await fetch("predict?topk=3", { method: "POST", body: form });
+    const res = await fetch(`predict?topk=3&classes=${$("classes").value}`, { method: "POST", body: form });
     const body = await res.json();
     if (!res.ok) throw new Error(typeof body.detail === "string" ? body.detail : res.statusText);
     renderTop($("upload-top"), body.top);
+    if (body.label === "no hand found") { err.textContent = "No hand found in this photo."; err.hidden = false; }
   } catch (e) {
     $("upload-top").replaceChildren();
     err.textContent = "Upload failed: " + e.message;
@@ -161,6 +164,7 @@ video.classList.toggle("mirror", $("mirror").checked);
 $("space").onclick = () => sendJson({ type: "space" });
 $("backspace").onclick = () => sendJson({ type: "backspace" });
 $("clear").onclick = () => sendJson({ type: "clear" });
+$("classes").onchange = () => sendJson({ type: "classes", classes: $("classes").value });
 $("copy").onclick = async () => {
   const text = $("text").textContent;
   try {
