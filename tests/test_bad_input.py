@@ -409,10 +409,10 @@ def test_evaluate_on_a_split_of_one_image(tiny: dict[str, Path], tmp_path: Path,
 
 # --- 9: export never clobbers a shipped model ---------------------------------------------------------------
 def landmark_checkpoint(path: Path) -> Path:
-    from asl_tinyml.hands import feature_size
+    from asl_tinyml.hands import FeatureRecipe
 
-    model = create_model("landmark_fastkan", len(CLASSES), in_features=feature_size())
-    meta = {"model": "landmark_fastkan", "model_options": {"in_features": feature_size()}, "classes": CLASSES,
+    model = create_model("landmark_fastkan", len(CLASSES), in_features=FeatureRecipe().size)
+    meta = {"model": "landmark_fastkan", "model_options": {"in_features": FeatureRecipe().size}, "classes": CLASSES,
             "image_size": None, "input": "landmarks"}
     save_checkpoint(path, model, meta)
     return path

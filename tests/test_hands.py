@@ -143,10 +143,10 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "pixel.pt", pixel, {"model": "convkan", "model_options": OPTIONS, "classes": CLASSES,
                                                "image_size": SIZE, "crop": "hand"})
     export_onnx(root / "pixel.pt", root / "models" / "asl_fastkan_int8.onnx")
-    options = {"in_features": 70, "hidden": 8, "num_grids": 4}
+    options = {"in_features": 50, "hidden": 8, "num_grids": 4}
     landmark = create_model("landmark_fastkan", len(CLASSES), **options).eval()
     save_checkpoint(root / "lm.pt", landmark, {"model": "landmark_fastkan", "model_options": options, "classes": CLASSES,
-                                               "image_size": None, "input": "landmarks"})
+                                               "image_size": None, "input": "landmarks", "features": {"depth": False}})
     export_landmark_onnx(root / "lm.pt", root / "models" / "asl_landmarks_int8.onnx", fusion_weight=0.8)
     return root / "models"
 

@@ -16,9 +16,8 @@ from asl_tinyml.hands import (
     NO_HAND,
     PALM_MCPS,
     RIGHT,
+    FeatureRecipe,
     canonical_points,
-    feature_size,
-    normalize_landmarks,
     pad_image,
 )
 from asl_tinyml.landmarks import LandmarkCache, detection_rates, train_landmark_model
@@ -26,6 +25,10 @@ from asl_tinyml.models import count_parameters, create_model
 from asl_tinyml.preprocess import Cache
 
 from .helpers import write_image
+
+
+def normalize_landmarks(landmarks: np.ndarray, hand: np.ndarray | int, **recipe: bool) -> np.ndarray:
+    return FeatureRecipe(**recipe).normalize(landmarks, hand)
 
 
 def _hands(n: int, seed: int = 0) -> np.ndarray:
@@ -67,9 +70,19 @@ def test_the_other_hand_is_mirrored_onto_the_same_features():
 
 def test_feature_vector_shape_and_single_hand_input():
     lm = _hands(2)
-    assert normalize_landmarks(lm, LEFT).shape == (2, feature_size())
-    assert normalize_landmarks(lm, LEFT, distances=False).shape == (2, 60)
+    assert normalize_landmarks(lm, LEFT).shape == (2, FeatureRecipe().size) == (2, 50)  # x, y of 20 points + 10
+    assert normalize_landmarks(lm, LEFT, distances=False).shape == (2, 40)
+    assert normalize_landmarks(lm, LEFT, depth=True).shape == (2, 70)
     np.testing.assert_allclose(normalize_landmarks(lm[0], LEFT), normalize_landmarks(lm, LEFT)[:1])
+    # the default keeps x and y of the canonical points: MediaPipe's depth transfers badly between cameras
+    xy, xyz = normalize_landmarks(lm, LEFT), normalize_landmarks(lm, LEFT, depth=True)
+    np.testing.assert_allclose(xy[:, :40].reshape(2, 20, 2), xyz[:, :60].reshape(2, 20, 3)[..., :2], atol=1e-6)
+
+
+def test_feature_recipes_round_trip_and_old_files_keep_their_depth():
+    recipe = FeatureRecipe(depth=False)
+    assert FeatureRecipe.from_meta(recipe.to_meta()) == recipe
+    assert FeatureRecipe.from_meta({"mirror": True, "distances": True}).depth  # written before `depth` existed
 
 
 def test_pad_image_adds_a_black_border_of_the_given_fraction():
@@ -84,11 +97,11 @@ def test_pad_image_adds_a_black_border_of_the_given_fraction():
 def test_landmark_model_is_tiny_and_maps_features_to_logits():
     import torch
 
-    model = create_model("landmark_fastkan", 37, in_features=feature_size())
+    model = create_model("landmark_fastkan", 37, in_features=FeatureRecipe().size)
     params = count_parameters(model)
     assert params < 20_000 and params < 32 * 1024  # int8: one byte a weight
     assert model.input_kind == "landmarks"
-    assert model(torch.zeros(5, feature_size())).shape == (5, 37)
+    assert model(torch.zeros(5, FeatureRecipe().size)).shape == (5, 37)
 
 
 def test_train_landmark_model_learns_separable_poses():
@@ -122,7 +135,7 @@ def test_no_hand_in_noise_or_a_broken_file(tmp_path, mediapipe):
     assert landmarks.shape == (3, 21, 3) and not landmarks.any()
     assert handedness.tolist() == [NO_HAND] * 3
     features, hand = image_features([noise])
-    assert features.shape == (1, feature_size()) and not features.any() and not hand.any()
+    assert features.shape == (1, FeatureRecipe().size) and not features.any() and not hand.any()
 
 
 def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from .answers import NO_HAND_LABEL, predict_in_kind
 from .config import UserError
+from .hands import FeatureRecipe
 from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
 from .preprocess import Cache, load_splits, make_folds, person_ids
 
@@ -92,7 +93,7 @@ class LandmarkPredictor:
             raise UserError(f"{self.path} is not a hand-landmark model; pass a best.pt from `asl-tinyml landmarks --train`")
         self.classes = [str(c) for c in props[META_CLASSES]]
         features = props["features"] or {}
-        self.mirror, self.distances = bool(features.get("mirror", True)), bool(features.get("distances", True))
+        self.recipe = FeatureRecipe.from_meta(features)
         weight = props[FUSION_WEIGHT]
         self.fusion_weight = float(weight) if weight not in (None, "") else DEFAULT_WEIGHT  # chosen at export
 
@@ -112,16 +113,16 @@ class LandmarkPredictor:
 
     def hands_for_run(self, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, F), found (N,)) for every row of a run's cache, from its `landmarks.npz`."""
-        from .landmarks import load_landmark_data, point_features
+        from .landmarks import load_landmark_data
 
-        data = load_landmark_data(run_dir, self.mirror)
-        return point_features(data.points, self.distances), data.found
+        data = load_landmark_data(run_dir, self.recipe.mirror)
+        return self.recipe.features(data.points), data.found
 
     def hands_for_files(self, paths: list[str | Path], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(features, found) of image files, detected with MediaPipe Hands (an unreadable file: not found)."""
         from .hands import image_features
 
-        return image_features(paths, mirror=self.mirror, distances=self.distances, progress=progress)
+        return image_features(paths, self.recipe, progress=progress)
 
     def __repr__(self) -> str:
         return f"LandmarkPredictor({self.path}, {self.kind}, {len(self.classes)} classes)"
@@ -180,7 +181,7 @@ class SignPredictor:
 
     def inputs(self, images: list[np.ndarray], landmarks: np.ndarray, handedness: np.ndarray, found: np.ndarray) -> HandInputs:
         """RGB uint8 images (any size) and their detections -> the models' inputs."""
-        from .hands import hand_crop, normalize_landmarks
+        from .hands import hand_crop
 
         size, hand = self.pixel.image_size, self.pixel.crop == "hand"
         crops = [hand_crop(im, lm if hand and ok else None, size, self.pixel.crop_margin)
@@ -188,8 +189,7 @@ class SignPredictor:
         crops_array = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         features = None
         if self.landmark is not None:
-            features = normalize_landmarks(landmarks, handedness, mirror=self.landmark.mirror,
-                                           distances=self.landmark.distances)
+            features = self.landmark.recipe.normalize(landmarks, handedness)
             features[~np.asarray(found, bool)] = 0.0
         return HandInputs(crops_array, features, np.asarray(found, bool))
 

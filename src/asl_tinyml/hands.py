@@ -3,7 +3,7 @@
 MediaPipe's palm detector misses tightly cropped hands (Massey) unless the image gets a plain border, so
 each image is tried with a border first and, failing that, with the lighter landmark model and without
 the border (`attempts_for`). Everything a model sees of a hand is built here, for training and inference
-alike: `canonical_points` (wrist origin, palm scale, one handedness), `point_features` (the landmark
+alike: `canonical_points` (wrist origin, palm scale, one handedness), `FeatureRecipe` (the landmark
 model's input) and `hand_box` (the square the pixel model is cropped to).
 """
 
@@ -238,41 +238,58 @@ def canonical_points(landmarks: np.ndarray, handedness: np.ndarray | int, mirror
     return pts[0] if single else pts
 
 
-def point_features_torch(points: torch.Tensor, distances: bool = True) -> torch.Tensor:
-    """(N, 21, 3) canonical points -> (N, 60 [+10]): coordinates without the (zero) wrist, plus fingertip distances."""
-    parts = [points[:, 1:].flatten(1)]
-    if distances:
-        a, b = zip(*TIP_PAIRS)
-        parts.append(torch.linalg.vector_norm(points[:, list(a)] - points[:, list(b)], dim=2))
-    return torch.cat(parts, dim=1)
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """How canonical points become the landmark model's input: coordinates without the (zero) wrist, x and y
+    only unless `depth` (MediaPipe's z; measured: leaving it out transfers better to new sources, see
+    docs/experiments.md), plus the 10 fingertip distances with `distances`. `mirror`: canonical points
+    mirrored to one hand (`canonical_points`)."""
 
+    mirror: bool = True
+    distances: bool = True
+    depth: bool = False
 
-def point_features(points: np.ndarray, distances: bool = True) -> np.ndarray:
-    """NumPy form of `point_features_torch`."""
-    return point_features_torch(torch.as_tensor(np.asarray(points, dtype=np.float32)), distances).numpy()
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any] | None) -> FeatureRecipe:
+        """The recipe a model file records; files from before `depth` existed used z."""
+        meta = meta or {}
+        return cls(bool(meta.get("mirror", True)), bool(meta.get("distances", True)), bool(meta.get("depth", True)))
 
+    def to_meta(self) -> dict[str, bool]:
+        return {"mirror": self.mirror, "distances": self.distances, "depth": self.depth}
 
-def feature_size(distances: bool = True) -> int:
-    return (NUM_LANDMARKS - 1) * 3 + (len(TIP_PAIRS) if distances else 0)
+    @property
+    def size(self) -> int:
+        return (NUM_LANDMARKS - 1) * (3 if self.depth else 2) + (len(TIP_PAIRS) if self.distances else 0)
 
+    def features_torch(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 21, 3) canonical points -> (N, `size`) features."""
+        points = points if self.depth else points[..., :2]
+        parts = [points[:, 1:].flatten(1)]
+        if self.distances:
+            a, b = zip(*TIP_PAIRS)
+            parts.append(torch.linalg.vector_norm(points[:, list(a)] - points[:, list(b)], dim=2))
+        return torch.cat(parts, dim=1)
 
-def normalize_landmarks(
-    landmarks: np.ndarray, handedness: np.ndarray | int, *, mirror: bool = True, distances: bool = True
-) -> np.ndarray:
-    """Raw landmarks (N, 21, 3) or (21, 3) -> translation-, scale- and hand-invariant features (N, F) float32."""
-    pts = canonical_points(landmarks, handedness, mirror)
-    return point_features(pts[None] if pts.ndim == 2 else pts, distances)
+    def features(self, points: np.ndarray) -> np.ndarray:
+        """NumPy form of `features_torch`."""
+        return self.features_torch(torch.as_tensor(np.asarray(points, dtype=np.float32))).numpy()
+
+    def normalize(self, landmarks: np.ndarray, handedness: np.ndarray | int) -> np.ndarray:
+        """Raw landmarks (N, 21, 3) or (21, 3) -> translation-, scale- and hand-invariant features (N, F)."""
+        pts = canonical_points(landmarks, handedness, self.mirror)
+        return self.features(pts[None] if pts.ndim == 2 else pts)
 
 
 def image_features(
-    images_or_paths: Iterable[np.ndarray | str | Path], *, mirror: bool = True, distances: bool = True, **detect: Any
+    images_or_paths: Iterable[np.ndarray | str | Path], recipe: FeatureRecipe = FeatureRecipe(), **detect: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images or files -> (`landmark_fastkan` input (N, F) float32, found (N,) bool): detection + normalisation.
 
     Rows without a hand are zeros; a caller reports them as "no hand found" instead of predicting.
     """
     landmarks, handedness, found = extract_landmarks(images_or_paths, **detect)
-    features = normalize_landmarks(landmarks, handedness, mirror=mirror, distances=distances)
+    features = recipe.normalize(landmarks, handedness)
     features[~found] = 0.0
     return features, found
 

@@ -22,19 +22,7 @@ from tqdm import tqdm
 
 from .answers import predict_in_kind
 from .config import UserError
-from .hands import (
-    LEFT,
-    RIGHT,
-    attempts_for,
-    cached_hands,
-    canonical_points,
-    feature_size,
-    point_features,
-    point_features_torch,
-)
-from .hands import (
-    NUM_LANDMARKS as NUM_LANDMARKS,
-)
+from .hands import LEFT, NUM_LANDMARKS, RIGHT, FeatureRecipe, attempts_for, cached_hands, canonical_points
 from .inference import LANDMARK_INPUT
 from .merge import file_sha256, read_manifest
 from .preprocess import Cache, grouped_split, load_splits
@@ -270,7 +258,7 @@ def train_landmark_model(
     val_idx: np.ndarray,
     *,
     num_classes: int,
-    distances: bool = True,
+    recipe: FeatureRecipe = FeatureRecipe(),
     hidden: int = 24,
     num_grids: int = 6,
     epochs: int = 150,
@@ -295,13 +283,13 @@ def train_landmark_model(
     pts = torch.as_tensor(points, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.int64)
     model = create_model(
-        "landmark_fastkan", num_classes, in_features=feature_size(distances), hidden=hidden, num_grids=num_grids
+        "landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids
     )
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels[train_idx], num_classes))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max(1, -(-len(train_idx) // batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
-    x_val = point_features_torch(pts[val_idx], distances)
+    x_val = recipe.features_torch(pts[val_idx])
     best, best_state, history, stale = -1.0, None, [], 0
     bar = tqdm(range(1, epochs + 1), desc="landmark_fastkan", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -311,7 +299,7 @@ def train_landmark_model(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             batch = augment_points(pts[idx], gen) if augment else pts[idx]
-            loss = loss_fn(model(point_features_torch(batch, distances)), y[idx])
+            loss = loss_fn(model(recipe.features_torch(batch)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -332,17 +320,17 @@ def train_landmark_model(
     return model.eval(), history
 
 
-def predict_points_proba(model: nn.Module, points: np.ndarray, distances: bool = True) -> np.ndarray:
+def predict_points_proba(model: nn.Module, points: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndarray:
     """Class probabilities (N, C) for canonical points (N, 21, 3)."""
     model.eval()
     with torch.no_grad():
-        logits = model(point_features_torch(torch.as_tensor(points, dtype=torch.float32), distances))
+        logits = model(recipe.features_torch(torch.as_tensor(points, dtype=torch.float32)))
         return torch.softmax(logits, dim=1).numpy()
 
 
-def predict_points(model: nn.Module, points: np.ndarray, distances: bool = True) -> np.ndarray:
+def predict_points(model: nn.Module, points: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndarray:
     """Class indices for canonical points (N, 21, 3)."""
-    return predict_points_proba(model, points, distances).argmax(1)
+    return predict_points_proba(model, points, recipe).argmax(1)
 
 
 def landmark_metrics(data: LandmarkData, pred: np.ndarray, index: np.ndarray) -> dict[str, Any]:
@@ -368,8 +356,7 @@ def train_landmarks(
     out_dir: str | Path | None = None,
     *,
     sequences: str | Path | None = None,
-    distances: bool = True,
-    mirror: bool = True,
+    recipe: FeatureRecipe = FeatureRecipe(),
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
@@ -383,16 +370,16 @@ def train_landmarks(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / "landmark_fastkan"
-    data = load_landmark_data(run_dir, mirror, sequences)
+    data = load_landmark_data(run_dir, recipe.mirror, sequences)
     tr, va = (data.splits[k][data.found[data.splits[k]]] for k in ("train", "val"))
     if len(tr) == 0 or len(va) == 0:
         raise UserError(f"no detected hand in the train or val split of {run_dir}; check {run_dir / LANDMARKS_NAME}")
     start = time.perf_counter()
     model, history = train_landmark_model(
-        data.points, data.labels, tr, va, num_classes=len(data.classes), distances=distances, progress=progress,
+        data.points, data.labels, tr, va, num_classes=len(data.classes), recipe=recipe, progress=progress,
         **options,
     )
-    pred = predict_points(model, data.points, distances)
+    pred = predict_points(model, data.points, recipe)
     test = data.splits["test"][data.splits["test"] < data.n_images]  # the images' test split
     held = data.splits["test"][data.splits["test"] >= data.n_images]  # landmark-only sources' held-out sessions
     metrics: dict[str, Any] = {
@@ -407,23 +394,23 @@ def train_landmarks(
             str(g): landmark_metrics(data, pred, held[data.groups[held] == g]) for g in np.unique(data.groups[held])
         },
     }
-    save_landmark_model(out_dir, model, data.classes, history, metrics, distances=distances, mirror=mirror, **options)
+    save_landmark_model(out_dir, model, data.classes, history, metrics, recipe=recipe, **options)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 def save_landmark_model(
     out_dir: Path, model: nn.Module, classes: list[str], history: list[dict[str, float]], metrics: dict[str, Any],
-    *, distances: bool, mirror: bool, **options: Any,
+    *, recipe: FeatureRecipe, **options: Any,
 ) -> Path:
     """`out_dir/best.pt` (a `save_checkpoint` file with meta `input: landmarks`) and `history.csv`."""
     from .models import save_checkpoint
 
     hp = {"hidden": options.get("hidden", 24), "num_grids": options.get("num_grids", 6)}
     meta = {
-        "model": "landmark_fastkan", "model_options": {"in_features": feature_size(distances), **hp},
+        "model": "landmark_fastkan", "model_options": {"in_features": recipe.size, **hp},
         "classes": list(classes), "image_size": None, "input": LANDMARK_INPUT,
-        "features": {"mirror": mirror, "distances": distances}, "metrics": metrics,
+        "features": recipe.to_meta(), "metrics": metrics,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "best.pt", model, meta)
@@ -468,9 +455,9 @@ def export_landmark_model(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "train" / "landmark_fastkan" / "best.pt"
     _, meta = load_checkpoint(checkpoint)
-    recipe = meta.get("features") or {}
-    data = load_landmark_data(run_dir, bool(recipe.get("mirror", True)))
-    features = point_features(data.points, bool(recipe.get("distances", True)))
+    recipe = FeatureRecipe.from_meta(meta.get("features"))
+    data = load_landmark_data(run_dir, recipe.mirror)
+    features = recipe.features(data.points)
     train = data.splits["train"]
     rows = train[data.found[train]]
     rows = np.random.default_rng(0).choice(rows, size=min(n_calibration, len(rows)), replace=False)
@@ -490,8 +477,7 @@ def landmark_folds(
     *,
     sequences: str | Path | None = None,
     person_folds: int = 4,
-    distances: bool = True,
-    mirror: bool = True,
+    recipe: FeatureRecipe = FeatureRecipe(),
     progress: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
@@ -506,7 +492,7 @@ def landmark_folds(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, "landmark_fastkan", kind)
-    data = load_landmark_data(run_dir, mirror, sequences)
+    data = load_landmark_data(run_dir, recipe.mirror, sequences)
     n = data.n_images
     images = {k: v[v < n] for k, v in data.splits.items()}
     extra = np.arange(n, len(data.labels))  # landmark-only rows: always in training
@@ -521,9 +507,9 @@ def landmark_folds(
         start = time.perf_counter()
         model, history = train_landmark_model(
             data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],
-            num_classes=len(data.classes), distances=distances, **options,
+            num_classes=len(data.classes), recipe=recipe, **options,
         )
-        proba = predict_points_proba(model, data.points, distances)
+        proba = predict_points_proba(model, data.points, recipe)
         pred, y, found = proba.argmax(1), data.labels[fold.test], data.found[fold.test]
         correct = found & (pred[fold.test] == y)
         in_kind = found & (predict_in_kind(proba[fold.test], y, data.classes) == y)
@@ -532,8 +518,7 @@ def landmark_folds(
                "per_person": per_person(persons[fold.test], correct),
                "per_person_in_kind": per_person(persons[fold.test], in_kind),
                "train_seconds": round(time.perf_counter() - start, 1)}
-        save_landmark_model(out_dir / fold.name, model, data.classes, history, row, distances=distances, mirror=mirror,
-                            **options)
+        save_landmark_model(out_dir / fold.name, model, data.classes, history, row, recipe=recipe, **options)
         results.append(row)
     write_folds(results, out_dir)
     return results
