@@ -19,13 +19,13 @@ from scipy.special import softmax
 from sklearn.metrics import accuracy_score, f1_score
 
 from .answers import NO_HAND_LABEL, predict_in_kind
-from .config import UserError
+from .config import Config, UserError
 from .hands import FeatureRecipe
 from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
 from .preprocess import Cache, load_splits, make_folds, person_ids
 
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
-DEFAULT_WEIGHT = 0.7  # for a landmark file that records no weight of its own (`fusion_weight` metadata)
+DEFAULT_WEIGHT = Config.fusion_weight  # for a landmark file that records no weight of its own (`fusion_weight`)
 PIXEL_INT8 = "asl_fastkan_int8.onnx"  # the shipped files in models/
 LANDMARK_INT8 = "asl_landmarks_int8.onnx"
 EPS = 1e-9
