@@ -44,6 +44,19 @@ def default_data_root() -> Path | None:
     return None
 
 
+def default_sequences_dir() -> Path | None:
+    """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` beside the working directory or the
+    checkout: the landmark sequences (`letters.npz`, `words.npz`) of the motion models."""
+    env = os.environ.get("ASL_TINYML_SEQUENCES")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), repo_root()):
+        candidate = (base / ".." / "shared" / "sequences" / "sign_sequences").resolve()
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 @dataclass
 class Config:
     """Every knob of the pipeline. Paths are relative to the working directory."""
@@ -89,6 +102,10 @@ class Config:
     transfer_lr: float = 1e-3
     models_dir: str = "models"  # final artifacts
     quick: bool = False
+    # motion: j, z and words from landmark sequences (asl_tinyml.motion)
+    sequences_dir: str | None = None  # letters.npz / words.npz; None: $ASL_TINYML_SEQUENCES or ../shared/sequences/sign_sequences
+    motion_epochs: int = 40
+    motion_limit: int | None = None  # at most N windows per class and session (quick runs)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
@@ -128,4 +145,5 @@ class Config:
             quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2),
             baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1, bench_rounds=1,
             fold_epochs=min(self.fold_epochs, 2), transfer_epochs=min(self.transfer_epochs, 1),
+            motion_epochs=min(self.motion_epochs, 2), motion_limit=self.motion_limit or 6,
         )
