@@ -281,7 +281,7 @@ def test_only_j_and_z_are_typed_from_the_letters_model() -> None:
 
 @pytest.fixture
 def motion_app(tmp_path: Path):
-    from asl_tinyml.serve import create_app
+    from asl_tinyml.serve import ServeSettings, create_app
     from tests.test_serve import build_model  # the tiny pixel model of the serve tests
 
     trackers: list[object] = []
@@ -304,7 +304,7 @@ def motion_app(tmp_path: Path):
         FixedPredictor("letters", ["i", "idle", "j", "z"], "j"), FixedPredictor("words", ["hello", "idle", "tea"], "tea"),
         M.LiveConfig(window=16, min_frames=8, stable=2, smooth=1), tracker_factory=FakeTracker,
     )
-    app = create_app(build_model(tmp_path)[1], motion=models)
+    app = create_app(build_model(tmp_path)[1], settings=ServeSettings(max_fps=1000), motion=models)
     return app, trackers
 
 
@@ -351,7 +351,8 @@ def test_camera_frames_go_through_one_tracker_per_connection_closed_on_disconnec
                 ws.send_bytes(buf.getvalue())
                 reply = ws.receive_json()
             assert reply["type"] == "prediction" and len(reply["top"]) == 3
-            assert reply["motion"]["frames"] == 10 and "mediapipe_ms" in reply["motion"]
+            assert "mediapipe_ms" in reply["motion"] and reply["motion"]["hand"]
+            assert reply["text"] == "j"  # the tracker's j path, typed once (the window starts afresh after it)
         assert len(trackers) == 1 and trackers[0].n == 10
         assert trackers[0].closed
 

@@ -5,6 +5,10 @@
 - `POST /predict?topk=3`: one photo (multipart field `file`, or a raw image body) -> the top classes.
 - `WS /ws`: camera frames in (binary JPEG/PNG bytes, or JSON `{"type": "frame", "image": "data:..."}`),
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
+  With motion models (`create_app(..., motion=MotionModels)`), each frame also goes through MediaPipe
+  Holistic in video mode (one tracker per connection) into a rolling window, and the reply carries a
+  `motion` entry (`j`/`z` or words); `{"type": "mode", "mode": "letters" | "words"}` switches word mode, and
+  `{"type": "landmarks", "values": [258 floats]}` feeds one landmark frame directly (no camera needed).
 - `GET /docs`: the OpenAPI documentation.
 
 The model is loaded once, through ONNX Runtime (or PyTorch for a `.pt`), by `inference.load_predictor`.
@@ -209,8 +213,10 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
 
 
-def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: ServeSettings | None = None) -> FastAPI:
-    """The web app around one model (a `.pt`/`.onnx` path, loaded once here, or a loaded Predictor)."""
+def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: ServeSettings | None = None,
+               motion: Any = None) -> FastAPI:
+    """The web app around one model (a `.pt`/`.onnx` path, loaded once here, or a loaded Predictor), and
+    optionally the motion models (`motion.MotionModels`: j, z and words from the landmark path)."""
     settings = settings or ServeSettings()
     predictor = model if isinstance(model, Predictor) else load_predictor(model, threads=settings.threads)
     predictor.predict_proba(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))  # warm up
@@ -222,6 +228,7 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
     )
     app.state.predictor = predictor
     app.state.settings = settings
+    app.state.motion = motion
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -256,7 +263,7 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
             raise HTTPException(400, str(exc)) from exc
         return {"top": top_k(probs, classes, topk), "ms": round(ms, 3)}
 
-    async def on_frame(data: bytes, speller: Speller, frame_id: Any) -> dict[str, Any]:
+    async def on_frame(data: bytes, speller: Speller, frame_id: Any, live: Any = None) -> dict[str, Any]:
         if len(data) > settings.max_frame_bytes:
             return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
         try:
@@ -265,13 +272,48 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
             return _error("too_large", str(exc))
         except BadImage as exc:
             return _error("bad_image", str(exc))
-        state = speller.update(probs)
-        reply = {"type": "prediction", "top": top_k(probs, classes, settings.topk), "ms": round(ms, 3), **state.to_dict()}
+        if live is None:
+            state = speller.update(probs)
+            reply = {"type": "prediction", "top": top_k(probs, classes, settings.topk), "ms": round(ms, 3), **state.to_dict()}
+        else:
+            reply = {"type": "prediction", "top": top_k(probs, classes, settings.topk), "ms": round(ms, 3),
+                     **await run_in_threadpool(landmark_frame, data, probs, speller, live)}
         if frame_id is not None:
             reply["id"] = frame_id
         return reply
 
-    async def on_message(message: dict[str, Any], speller: Speller, limiter: RateLimiter) -> dict[str, Any]:
+    def landmark_frame(data: bytes, probs: np.ndarray, speller: Speller, live: Any) -> dict[str, Any]:
+        """The landmark path of one camera frame (in a worker thread): Holistic -> window -> motion model,
+        then the spelled text (static letters typed only in letters mode)."""
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        motion_out = live.image(rgb)
+        return spell_with_motion(probs, speller, live, motion_out)
+
+    def spell_with_motion(probs: np.ndarray | None, speller: Speller, live: Any, motion_out: dict[str, Any]) -> dict[str, Any]:
+        if live.mode == "letters" and probs is not None:
+            state = speller.update(probs)
+            if state.committed and state.committed not in (settings.spelling.space_label, settings.spelling.delete_label):
+                live.letter_typed()
+        if motion_out.get("commit"):
+            speller.text = live.apply(speller.text, motion_out["commit"])
+        return {**speller.state.to_dict(), "text": speller.text, "motion": motion_out}
+
+    def on_landmarks(msg: dict[str, Any], speller: Speller, live: Any) -> dict[str, Any]:
+        values = msg.get("values")
+        if live is None:
+            return _error("no_motion", "this server has no motion models: start it with models/asl_motion_*_int8.onnx")
+        try:
+            row = np.asarray(values, dtype=np.float32).ravel()
+            aspect = float(msg.get("aspect", 0.75))
+        except (TypeError, ValueError):
+            return _error("bad_message", "a landmarks message needs 'values': 258 numbers (pose, left hand, right hand)")
+        if row.size != 258 or not np.all(np.isfinite(row)) or not 0.1 <= aspect <= 10:
+            return _error("bad_message", f"a landmarks message needs 258 finite values and an aspect in [0.1, 10], got {row.size}")
+        reply = {"type": "motion", **spell_with_motion(None, speller, live, live.landmarks(row, aspect))}
+        return reply
+
+    async def on_message(message: dict[str, Any], speller: Speller, limiter: RateLimiter, live: Any = None) -> dict[str, Any]:
         raw = message.get("bytes")
         frame_id = None
         if raw is None:
@@ -290,6 +332,18 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 return {"type": "state", **speller.edit(label).to_dict()}
             if kind == "ping":
                 return {"type": "pong"}
+            if kind == "mode":
+                if live is None:
+                    return _error("no_motion", "this server has no motion models, so no word mode")
+                try:
+                    live.set_mode(str(msg.get("mode")))
+                except ValueError as exc:
+                    return _error("bad_message", str(exc))
+                return {"type": "state", "mode": live.mode, **speller.state.to_dict(), "text": speller.text}
+            if kind == "landmarks":
+                if not limiter.allow(time.monotonic()):
+                    return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
+                return await run_in_threadpool(on_landmarks, msg, speller, live)
             if kind != "frame":
                 return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping")
             if not isinstance(msg.get("image"), str):
@@ -301,31 +355,42 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                 return _error("bad_image", str(exc))
         if not limiter.allow(time.monotonic()):
             return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
-        return await on_frame(raw, speller, frame_id)
+        return await on_frame(raw, speller, frame_id, live)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
         speller = Speller(classes, settings.spelling)
         limiter = RateLimiter(settings.max_fps)
-        await websocket.send_json({
+        live = None
+        hello = {
             "type": "hello", "classes": classes, "image_size": predictor.image_size, "max_fps": settings.max_fps,
             "max_frame_bytes": settings.max_frame_bytes, **speller.state.to_dict(),
-        })
+        }
+        if motion is not None:
+            from .motion import LiveSession
+
+            live = LiveSession(motion)
+            hello["motion"] = {**motion.describe(), "mode": live.mode}
+        await websocket.send_json(hello)
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                await websocket.send_json(await on_message(message, speller, limiter))
+                await websocket.send_json(await on_message(message, speller, limiter, live))
         except WebSocketDisconnect:
             pass
+        finally:
+            if live is not None:
+                live.close()  # the connection's MediaPipe graph
 
     return app
 
 
 def run_server(model: str | Path = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
-               settings: ServeSettings | None = None, log_level: str = "info") -> None:
+               settings: ServeSettings | None = None, log_level: str = "info",
+               motion_dir: str | Path | None = "models") -> None:
     """Load the model once and serve the app with uvicorn until interrupted."""
     import uvicorn
 
@@ -336,6 +401,11 @@ def run_server(model: str | Path = DEFAULT_MODEL, host: str = "127.0.0.1", port:
             "or `asl-tinyml export --model CHECKPOINT`, or pass --model an .onnx/.pt file"
         )
     settings = settings or ServeSettings()
-    app = create_app(model, settings=settings)
+    from .motion import MotionModels
+
+    motion = MotionModels.load(motion_dir, threads=settings.threads or 1) if motion_dir is not None else None
+    app = create_app(model, settings=settings, motion=motion)
     print(f"asl-tinyml: serving {model} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops", flush=True)
+    if motion is not None:
+        print(f"asl-tinyml: landmark path on (MediaPipe Holistic): motion modes {motion.describe()['modes']}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096)

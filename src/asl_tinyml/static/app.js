@@ -2,14 +2,15 @@
 "use strict";
 
 const FPS = 12;            // frames sent per second (the server accepts up to its max_fps)
-const FRAME_SIDE = 128;    // frames are centre-cropped and downscaled to this square before sending
+let FRAME_SIDE = 128;      // frames are centre-cropped and downscaled to this square before sending
+const MOTION_SIDE = 256;   // larger frames when the server runs MediaPipe on them (the landmark path)
 const JPEG_QUALITY = 0.8;
 const REPLY_TIMEOUT_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), canvas = $("canvas"), ctx = canvas.getContext("2d");
 let ws = null, running = true, inFlight = false, sentAt = 0, reconnectDelay = 500;
-let replies = [], serverMs = 0;
+let replies = [], serverMs = 0, motionOn = false;
 
 function setStatus(text, kind) {
   const el = $("status");
@@ -43,6 +44,28 @@ function renderTop(list, top) {
   }));
 }
 
+function renderMotion(m) {
+  if (!m) return;
+  renderTop($("motion-top"), m.top || []);
+  const mp = typeof m.mediapipe_ms === "number" ? ` · MediaPipe ${m.mediapipe_ms.toFixed(0)} ms` : "";
+  const model = typeof m.ms === "number" ? ` · model ${m.ms.toFixed(2)} ms` : "";
+  $("motion-note").textContent = (m.hand ? "hand seen" : "no hand") + ` · ${m.frames} frames` + model + mp
+    + (m.commit ? ` · typed “${m.commit}”` : "");
+}
+
+function setupMotion(info) {
+  motionOn = !!info;
+  $("motion-card").hidden = !motionOn;
+  $("motion-help").hidden = !motionOn;
+  if (!motionOn) return;
+  FRAME_SIDE = MOTION_SIDE;
+  canvas.width = canvas.height = FRAME_SIDE;
+  const words = info.modes.includes("words");
+  $("word-mode-label").hidden = !words;
+  $("word-mode").checked = info.mode === "words";
+  $("motion-mode").textContent = info.mode === "words" ? "(words)" : "(j, z)";
+}
+
 function renderState(msg) {
   if (typeof msg.text === "string") $("text").textContent = msg.text;
   $("hold").style.width = (100 * (msg.progress || 0)).toFixed(0) + "%";
@@ -73,7 +96,13 @@ function connect() {
       serverMs = msg.ms;
       renderTop($("top"), msg.top);
       renderState(msg);
+      renderMotion(msg.motion);
+    } else if (msg.type === "motion") {
+      renderState(msg);
+      renderMotion(msg.motion);
     } else if (msg.type === "state" || msg.type === "hello") {
+      if (msg.type === "hello") setupMotion(msg.motion);
+      if (msg.mode) $("motion-mode").textContent = msg.mode === "words" ? "(words)" : "(j, z)";
       renderState(msg);
     } else if (msg.type === "error") {
       inFlight = false;
@@ -161,6 +190,7 @@ video.classList.toggle("mirror", $("mirror").checked);
 $("space").onclick = () => sendJson({ type: "space" });
 $("backspace").onclick = () => sendJson({ type: "backspace" });
 $("clear").onclick = () => sendJson({ type: "clear" });
+$("word-mode").onchange = () => sendJson({ type: "mode", mode: $("word-mode").checked ? "words" : "letters" });
 $("copy").onclick = async () => {
   const text = $("text").textContent;
   try {
