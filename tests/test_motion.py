@@ -70,21 +70,39 @@ def words_window(path: np.ndarray) -> np.ndarray:
 
 
 # --- features ----------------------------------------------------------------------------------------
+SEEN = M.frame_width("letters") - 9  # letters: handshape features, then presence, position (2), velocities (6)
+
+
+def test_rolled_handshape_ignores_a_tilt_of_the_hand() -> None:
+    upright = letters_window(np.repeat(j_path(1), 4, axis=0))
+    tilted = upright.copy().reshape(4, 2, 21, 3)
+    wrist = tilted[:, 1, :1, :2].copy()
+    a = np.radians(25)
+    rel = tilted[:, 1, :, :2] - wrist
+    rel[..., 1] *= M.DEFAULT_ASPECT  # rotate in square units
+    rot = rel @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    rot[..., 1] /= M.DEFAULT_ASPECT
+    tilted[:, 1, :, :2] = rot + wrist
+    f_up, f_tilt = M.sequence_features(np.stack([upright, tilted.reshape(4, -1)]))
+    rolled = slice(70, 130)
+    assert np.abs(f_up[:, :60] - f_tilt[:, :60]).max() > 0.1  # the plain handshape sees the tilt...
+    np.testing.assert_allclose(f_up[:, rolled], f_tilt[:, rolled], atol=1e-4)  # ...the rolled one does not
+
+
 def test_a_hand_drawing_a_j_moves_and_a_still_hand_does_not() -> None:
     frames = 20
     moving = letters_window(j_path(frames))
     still = letters_window(np.repeat(j_path(frames)[:1], frames, axis=0))
     f_move, f_still = M.sequence_features(np.stack([moving, still]))
-    width = M.frame_width("letters")
-    assert f_move.shape == f_still.shape == (frames, width)
-    shape = slice(0, 70)  # canonical point features: the same handshape in every frame, moving or not
+    assert f_move.shape == f_still.shape == (frames, M.frame_width("letters"))
+    shape = slice(0, SEEN)  # handshape features: the same in every frame, moving or not
     np.testing.assert_allclose(f_move[:, shape], np.repeat(f_move[:1, shape], frames, 0), atol=1e-4)
     np.testing.assert_allclose(f_move[:, shape], f_still[:, shape], atol=1e-4)
-    assert (f_move[:, 70] == 1).all()  # the hand is seen
-    path, velocity = f_move[:, 71:73], f_move[:, 73:]
+    assert (f_move[:, SEEN] == 1).all()  # the hand is seen
+    path, velocity = f_move[:, SEEN + 1 : SEEN + 3], f_move[:, SEEN + 3 :]
     assert np.ptp(path[:, 1]) > 1.5  # the j travels more than a palm and a half down (palm units)...
     assert path[-1, 0] > path[0, 0] + 0.3  # ...then hooks sideways
-    assert np.abs(velocity[1:]).sum(1).min() > 0 and np.abs(f_still[:, 71:]).max() < 1e-5
+    assert np.abs(velocity[1:]).sum(1).min() > 0 and np.abs(f_still[:, SEEN + 1 :]).max() < 1e-5
 
 
 def test_features_ignore_where_and_how_big_the_hand_is() -> None:
@@ -108,8 +126,8 @@ def test_missing_frames_are_zeros_with_a_flag_and_no_velocity_jump() -> None:
     window = letters_window(j_path(20))
     window[5:8] = 0.0  # the hand was not detected
     f = M.sequence_features(window)[0]
-    assert (f[5:8] == 0).all() and (f[4, 70] == 1) and (f[8, 70] == 1)
-    assert (f[8, 73:] == 0).all()  # no velocity across the gap
+    assert (f[5:8] == 0).all() and (f[4, SEEN] == 1) and (f[8, SEEN] == 1)
+    assert (f[8, SEEN + 3 :] == 0).all()  # no velocity across the gap
 
 
 def test_words_features_are_relative_to_the_shoulders() -> None:
@@ -397,3 +415,31 @@ def test_real_sequences_slice_trains_exports_and_evaluates(tmp_path: Path) -> No
     np.savez(sliced, x=raw.x[rows][:, np.r_[0:20, 19:9:-1]], label=raw.labels[rows])  # 30-frame windows
     m = M.evaluate_motion(sliced, None, tmp_path / "eval", tmp_path / "models")
     assert m["frames"] == 30 and m["n"] == len(rows)
+
+
+def test_holistic_results_become_rows_in_the_shared_layout() -> None:
+    from types import SimpleNamespace as NS
+
+    def points(n: int, base: float, visibility: bool = False) -> NS:
+        return NS(landmark=[NS(x=base + i, y=base + i + 0.5, z=-1.0, **({"visibility": 0.9} if visibility else {}))
+                            for i in range(n)])
+
+    row = M.holistic_row(NS(pose_landmarks=points(33, 0.0, True), left_hand_landmarks=None,
+                            right_hand_landmarks=points(21, 100.0)))
+    assert row.shape == (258,)
+    assert row[:4].tolist() == [0.0, 0.5, -1.0, pytest.approx(0.9)]
+    assert not row[132:195].any()  # no left hand: zeros, as in the recordings
+    assert row[195:198].tolist() == [100.0, 100.5, -1.0]
+    assert M.holistic_row(NS(pose_landmarks=None, left_hand_landmarks=None, right_hand_landmarks=None)).sum() == 0
+
+
+def test_transplant_keeps_the_path_and_takes_the_donors_handshape() -> None:
+    from asl_tinyml.hands import canonical_points
+
+    target = M.split_parts(letters_window(j_path(20), pinky_only=False)[None])
+    donor = M.split_parts(letters_window(np.repeat([[0.7, 0.3]], 20, axis=0), pinky_only=True)[None]).right
+    for keep_turn in (False, True):
+        parts = target.copy()
+        M.transplant_motion(parts, np.array([0]), donor, np.random.default_rng(0), keep_turn)
+        np.testing.assert_allclose(parts.right[0, :, 0], target.right[0, :, 0], atol=1e-6)  # the same wrist path
+        np.testing.assert_allclose(canonical_points(parts.right[0], 0), canonical_points(donor[0], 0), atol=1e-4)

@@ -104,7 +104,7 @@ class Config:
     quick: bool = False
     # motion: j, z and words from landmark sequences (asl_tinyml.motion)
     sequences_dir: str | None = None  # letters.npz / words.npz; None: $ASL_TINYML_SEQUENCES or ../shared/sequences/sign_sequences
-    motion_epochs: int = 30  # measured: 30 vs 60 epochs within seed noise on the held-out sessions (docs/experiments.md)
+    motion_epochs: int = 20  # measured: 20 and 30 epochs alike on the held-out sessions (docs/experiments.md)
     motion_limit: int | None = None  # at most N windows per class and session (quick runs)
 
     @classmethod

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ MOTION_LETTERS = ("j", "z")  # the letters only the motion model can tell
 IDLE = "idle"
 VELOCITY_GAIN = 4.0  # velocities (units per frame) are small next to positions
 FRAME_UNIT = 1.0  # without a pose, paths are in palm sizes (a shoulder width is about 2.5-3)
+ROLLED = {"letters": True, "words": False}  # the signing hand's shape also without its in-plane roll (letters)
 CLIP = 4.0  # features are clipped to [-CLIP, CLIP]: a tracking glitch must not dominate a window
 
 
@@ -160,8 +160,9 @@ def _present(points: np.ndarray) -> np.ndarray:
 
 # --- features ----------------------------------------------------------------------------------------
 def frame_width(kind: str) -> int:
-    hand = feature_size(True) + 1 + 2 + 2 * len(PATH_POINTS)  # canonical features, presence, position, velocities
-    return hand if kind == "letters" else 2 * hand + 2 * len(POSE_KEEP) + 1 + 4
+    hand = feature_size(True) + 1 + 2 + 2 * len(PATH_POINTS)  # handshape, presence, paths
+    signing = hand + 60 * ROLLED[kind]
+    return signing if kind == "letters" else signing + hand + 2 * len(POSE_KEEP) + 1 + 4
 
 
 def _mirror(parts: Parts, rows: np.ndarray) -> None:
@@ -197,13 +198,20 @@ def signing_hand_is_left(parts: Parts) -> np.ndarray:
     return np.where(tie, moves_more & (n_l > 0), n_l > n_r)
 
 
-def _hand_block(hand: np.ndarray, handedness: int, ref: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _hand_block(hand: np.ndarray, handedness: int, ref: np.ndarray, scale: np.ndarray, rolled: bool = False) -> np.ndarray:
     """One hand's per-frame features (N, T, 79): canonical point features, presence, the wrist's position and
     the velocities of the wrist, index tip and pinky tip (`z` is drawn with the index, `j` with the pinky)."""
     n, t = hand.shape[:2]
     seen = _present(hand)
     flat = hand.reshape(n * t, HAND_POINTS, 3)
-    feats = point_features(canonical_points(flat, handedness, mirror=True)).reshape(n, t, -1)
+    canon = canonical_points(flat, handedness, mirror=True)
+    feats = point_features(canon).reshape(n, t, -1)
+    if rolled:  # the handshape again with its in-plane roll removed (wrist -> middle knuckle points up)
+        a = -np.arctan2(canon[:, 9, 0], -canon[:, 9, 1])
+        c, s_ = np.cos(a)[:, None], np.sin(a)[:, None]
+        x, y = canon[:, 1:, 0], canon[:, 1:, 1]
+        rolled = np.stack([c * x - s_ * y, s_ * x + c * y, canon[:, 1:, 2]], -1).reshape(n, t, -1)
+        feats = np.concatenate([feats, rolled.astype(np.float32)], axis=-1)
     feats[~seen] = 0.0
     pos = (hand[..., PATH_POINTS, :2] - ref[:, :, None]) / scale[:, None, None, None]  # (N, T, 3, 2)
     pos[~seen] = 0.0
@@ -273,7 +281,7 @@ def sequence_features(x: np.ndarray | Parts, aspect: float | np.ndarray = DEFAUL
         centre = np.where(np.isfinite(centre), centre, _mean(parts.left[..., WRIST, :2], seen_l))
         centre = np.nan_to_num(centre, nan=0.5)
         ref[for_frame] = centre[for_frame][:, None]
-    blocks = [_hand_block(parts.right, MIRRORED_LABEL, ref, scale)]
+    blocks = [_hand_block(parts.right, MIRRORED_LABEL, ref, scale, ROLLED[kind])]
     if kind == "words":
         blocks.append(_hand_block(parts.left, UNMIRRORED_LABEL, ref, scale))
         pose = parts.pose if parts.pose is not None else np.zeros((n, t, POSE_POINTS, 4), np.float32)
@@ -304,6 +312,7 @@ class Augment:
     roll_degrees: float = 10.0  # in-plane rotation of the whole scene
     aspect: float = 0.25  # log-uniform change of the y/x ratio
     mirror: float = 0.5
+    amplitude: float = 0.7  # without a pose: log-uniform scaling of each hand's path about its mean (bigger or smaller signing)
 
 
 def _rotation(n: int, rng: np.random.Generator, degrees: float) -> np.ndarray:
@@ -341,6 +350,12 @@ def augment_parts(parts: Parts, frames: int, rng: np.random.Generator, aug: Augm
     out = parts.take(time_indices(n, length, frames, rng, aug))
     hands = [out.left, out.right]
     seen = [_present(h) for h in hands]
+    if aug.amplitude > 0 and out.pose is None:  # people draw a j or z bigger or smaller
+        gain = np.exp(rng.uniform(-aug.amplitude, aug.amplitude, n)).astype(np.float32)[:, None, None]
+        for h, s in zip(hands, seen):
+            centre = np.nan_to_num(_mean(h[..., WRIST, :2], s))[:, None]
+            shift = (gain - 1.0) * (h[..., WRIST, :2] - centre)
+            h[..., :2] = np.where(s[..., None, None], h[..., :2] + shift[:, :, None], 0.0)
     for h, s in zip(hands, seen):  # each hand: 3D rotation about its wrist, jitter, missed detections
         wrist = h[..., WRIST : WRIST + 1, :]
         rot = _rotation(n, rng, aug.hand_degrees)
@@ -368,17 +383,34 @@ def augment_parts(parts: Parts, frames: int, rng: np.random.Generator, aug: Augm
 
 
 # a moving letter -> (the static letter whose handshape draws it, share of its training windows transplanted)
-TRANSPLANT = {"z": ("d", 0.5)}  # j: measured, moving i handshapes made held-out i and j confusable
+# (a `j` keeps the recorded hand's turn: a still `i` moved along a `j` path made held-out i and j confusable)
+TRANSPLANT = {"z": ("d", 0.5, False), "j": ("i", 0.5, True)}
 
 
-def transplant_motion(parts: Parts, rows: np.ndarray, donors: np.ndarray, rng: np.random.Generator) -> None:
+PALM = (WRIST, 5, 9, 13, 17)  # the rigid part of a hand: wrist and knuckles
+
+
+def _align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(T, 3, 3) rotations turning each frame's source palm onto the target palm (Kabsch, no reflection)."""
+    a = source[:, PALM] - source[:, PALM].mean(1, keepdims=True)
+    b = target[:, PALM] - target[:, PALM].mean(1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum("tpi,tpj->tij", a, b))
+    d = np.sign(np.linalg.det(np.einsum("tij,tjk->tik", u, vt)))
+    fix = np.ones((len(a), 3))
+    fix[:, 2] = d
+    return np.einsum("tij,tj,tjk->tki", u, fix, vt)
+
+
+def transplant_motion(parts: Parts, rows: np.ndarray, donors: np.ndarray, rng: np.random.Generator,
+                      keep_turn: bool = False) -> None:
     """In place: the signing (right) hand of windows `rows` keeps its path (wrist positions and palm size)
     but takes the handshape of the donor hands `donors` (N, T, 21, 3) (static letters), frame by frame.
 
     A `z` is an index finger drawing a Z and a `j` a little finger drawing a J, whoever signs them: moving
     a recorded `d` (`i`) hand along a recorded `z` (`j`) path makes a `z` (`j`) with another person's
     handshape and hand orientation, so the model learns the letter from its path, not from how the few
-    people in the training set hold their hand."""
+    people in the training set hold their hand. With `keep_turn`, each frame's donor hand is first turned
+    to the recorded hand's palm orientation (a `j` twists the hand: only the fingers are exchanged)."""
     for row, source in zip(rows, donors):
         target = parts.right[row]
         seen_t, seen_s = _present(target), _present(source)
@@ -388,6 +420,9 @@ def transplant_motion(parts: Parts, rows: np.ndarray, donors: np.ndarray, rng: n
         pick = frames[np.clip(np.rint(np.linspace(0, len(frames) - 1, len(target))).astype(int)
                               + rng.integers(-1, 2), 0, len(frames) - 1)]
         shape = source[pick] - source[pick, WRIST : WRIST + 1]
+        if keep_turn:
+            rot = _align(shape, target - target[:, WRIST : WRIST + 1])
+            shape = np.einsum("tij,tpj->tpi", rot, shape)
         ratio = _palm_size(target[None], seen_t[None])[0] / _palm_size(source[None], seen_s[None])[0]
         moved = target[:, WRIST : WRIST + 1] + shape * ratio
         parts.right[row] = np.where(seen_t[:, None, None], moved, 0.0)
@@ -414,7 +449,7 @@ def train_motion_model(
     classes: list[str],
     train_idx: np.ndarray,
     *,
-    epochs: int = 30,
+    epochs: int = 20,
     batch_size: int = 64,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
@@ -450,8 +485,8 @@ def train_motion_model(
     steps = -(-len(train_idx) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
     history = []
-    donors = {index[m]: (train_idx[data.labels[train_idx] == s], share * transplant)
-              for m, (s, share) in TRANSPLANT.items() if kind == "letters" and m in index and s in index}
+    donors = {index[m]: (train_idx[data.labels[train_idx] == s], share * transplant, turn)
+              for m, (s, share, turn) in TRANSPLANT.items() if kind == "letters" and m in index and s in index}
     donors = {k: v for k, v in donors.items() if len(v[0]) and v[1] > 0}
     averaged = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema > 0 else None
     bar = tqdm(range(1, epochs + 1), desc=f"motion {kind}", unit="epoch", disable=not progress, leave=False)
@@ -465,10 +500,10 @@ def train_motion_model(
                 continue
             frames = int(rng.integers(aug.min_frames, aug.max_frames + 1))
             rows = Parts(parts.left[idx], parts.right[idx], None if parts.pose is None else parts.pose[idx])
-            for label, (pool, share) in donors.items():
+            for label, (pool, share, turn) in donors.items():
                 chosen = np.flatnonzero((y_all[idx] == label) & (rng.random(len(idx)) < share))
                 if len(chosen):
-                    transplant_motion(rows, chosen, parts.right[rng.choice(pool, len(chosen))], rng)
+                    transplant_motion(rows, chosen, parts.right[rng.choice(pool, len(chosen))], rng, turn)
             batch, aspect = augment_parts(rows, frames, rng, aug)
             xb = torch.as_tensor(sequence_features(batch, aspect, kind))
             yb = torch.as_tensor(y_all[idx])
@@ -693,7 +728,7 @@ def _calibration(data: SequenceSet, n: int = 256, seed: int = 0) -> np.ndarray:
 
 
 def holdout(
-    data: SequenceSet, held_out: str, *, classes: list[str] | None = None, seed: int = 0, epochs: int = 30,
+    data: SequenceSet, held_out: str, *, classes: list[str] | None = None, seed: int = 0, epochs: int = 20,
     progress: bool = False, **options: Any,
 ) -> tuple[dict[str, Any], nn.Module, np.ndarray]:
     """Train on every session but `held_out`, score `held_out`: (metrics, model, test probabilities)."""
@@ -703,7 +738,7 @@ def holdout(
     model, history = train_motion_model(data, classes, train, seed=seed, epochs=epochs, progress=progress, **options)
     seconds = time.perf_counter() - start
     proba = _softmax(_predict_logits(model, sequence_features(data.x[test], DEFAULT_ASPECT, data.kind)))
-    trained = sorted(set(data.labels[train]) & set(classes))
+    trained = sorted({str(c) for c in data.labels[train]} & set(classes))
     metrics = score(data.labels[test], proba, classes)
     seen = np.isin(data.labels[test], trained)
     # classes absent from the training sessions cannot be predicted: scored apart, on the trained classes
@@ -712,7 +747,7 @@ def holdout(
     metrics_signs = score(data.labels[test][signs], proba[signs], classes)
     return {
         "held_out": held_out, "n_train": len(train), "n_test": len(test), "train_seconds": round(seconds, 1),
-        "epochs": epochs, "seed": seed, "untrained_classes": sorted(set(data.labels[test]) - set(trained)),
+        "epochs": epochs, "seed": seed, "untrained_classes": sorted({str(c) for c in data.labels[test]} - set(trained)),
         "all": _brief(metrics), "trained_classes": _brief(metrics_trained), "signs_only": _brief(metrics_signs),
         "per_class": metrics_trained.get("per_class", {}), "final_train_loss": history[-1]["train_loss"] if history else None,
     }, model, proba
@@ -734,7 +769,7 @@ def train_motion(
     models_dir: str | Path | None = "models",
     *,
     holdouts: tuple[str, ...] = HOLDOUT_SESSIONS,
-    epochs: int = 30,
+    epochs: int = 20,
     seed: int = 0,
     limit: int | None = None,
     final: bool = True,

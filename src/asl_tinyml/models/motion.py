@@ -40,7 +40,7 @@ class MotionFastKAN(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        in_features: int = 79,
+        in_features: int = 139,
         channels: int = 48,
         blocks: int = 3,
         kernel: int = 5,
