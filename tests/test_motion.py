@@ -443,3 +443,13 @@ def test_transplant_keeps_the_path_and_takes_the_donors_handshape() -> None:
         M.transplant_motion(parts, np.array([0]), donor, np.random.default_rng(0), keep_turn)
         np.testing.assert_allclose(parts.right[0, :, 0], target.right[0, :, 0], atol=1e-6)  # the same wrist path
         np.testing.assert_allclose(canonical_points(parts.right[0], 0), canonical_points(donor[0], 0), atol=1e-4)
+
+
+def test_a_window_no_sign_wins_outright_counts_as_idle_when_asked() -> None:
+    classes = ["hello", "idle", "tea"]
+    proba = np.array([[0.45, 0.15, 0.40], [0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    assert M.decide(proba, classes).tolist() == [0, 0, 2]
+    assert M.decide(proba, classes, idle_below=0.5).tolist() == [1, 0, 2]
+    assert M.decide(proba, ["hello", "tea", "x"], idle_below=0.5).tolist() == [0, 0, 2]  # no idle class: unchanged
+    m = M.score(np.array(["idle", "hello", "tea"]), proba, classes, idle_below=0.5)
+    assert m["accuracy"] == 1.0

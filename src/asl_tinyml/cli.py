@@ -517,7 +517,7 @@ def _cmd_motion_predict(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         else:
             top = ", ".join(f"{t['label']} ({t['prob']:.2f})" for t in row["top"])
-            print(f"{row['index']:>5} [{row['label']}]: {top}")
+            print(f"{row['index']:>5} [{row['label']}] -> {row['prediction']}: {top}")
     return 0
 
 

@@ -58,6 +58,9 @@ MOTION_LETTERS = ("j", "z")  # the letters only the motion model can tell
 IDLE = "idle"
 VELOCITY_GAIN = 4.0  # velocities (units per frame) are small next to positions
 FRAME_UNIT = 1.0  # without a pose, paths are in palm sizes (a shoulder width is about 2.5-3)
+# a window whose best class is under this probability counts as `idle` (words: measured on the held-out
+# sessions; letters: no held-out idle to measure it on, so off)
+IDLE_BELOW = {"letters": 0.0, "words": 0.5}
 ROLLED = {"letters": True, "words": False}  # the signing hand's shape also without its in-plane roll (letters)
 CLIP = 4.0  # features are clipped to [-CLIP, CLIP]: a tracking glitch must not dominate a window
 
@@ -530,9 +533,20 @@ def train_motion_model(
 
 
 # --- metrics -----------------------------------------------------------------------------------------
-def score(labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
+def decide(proba: np.ndarray, classes: list[str], idle_below: float = 0.0) -> np.ndarray:
+    """Class indices (N,): the most probable class, or `idle` (when the model has it) where that class's
+    probability is under `idle_below`: a window no sign wins outright shows no sign."""
+    proba = np.asarray(proba)
+    pred = proba.argmax(1) if len(proba) else np.zeros(0, np.int64)
+    if idle_below > 0 and IDLE in classes and len(proba):
+        pred = np.where(proba.max(1) < idle_below, classes.index(IDLE), pred)
+    return pred
+
+
+def score(labels: np.ndarray, proba: np.ndarray, classes: list[str], idle_below: float = 0.0) -> dict[str, Any]:
     """Accuracy, macro-F1 (over the classes present in `labels`), per-class precision/recall/F1 and the
-    confusion matrix, for windows whose label is one of `classes` (the others are counted and skipped)."""
+    confusion matrix of `decide`'s classes, for windows whose label is one of `classes` (the others are
+    counted and skipped)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.asarray(labels).astype(str)
@@ -540,7 +554,7 @@ def score(labels: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str
     skipped = {str(k): int(v) for k, v in zip(*np.unique(labels[~known], return_counts=True))}
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels[known]], dtype=np.int64)
-    pred = np.asarray(proba)[known].argmax(1) if known.any() else np.zeros(0, np.int64)
+    pred = decide(np.asarray(proba)[known], list(classes), idle_below) if known.any() else np.zeros(0, np.int64)
     present = np.unique(y)
     out: dict[str, Any] = {"n": int(known.sum()), "skipped": skipped, "classes": list(classes)}
     if not len(y):
@@ -577,7 +591,7 @@ def save_motion_model(path: str | Path, model: nn.Module, kind: str, classes: li
         "model": MODEL_NAME, "model_options": {"in_features": frame_width(kind), **options}, "classes": list(classes),
         "image_size": None, "input": MOTION_INPUT,
         "features": {"kind": kind, "width": LETTERS_WIDTH if kind == "letters" else WORDS_WIDTH,
-                     "aspect": DEFAULT_ASPECT},
+                     "aspect": DEFAULT_ASPECT, "idle_below": IDLE_BELOW[kind]},
         "metrics": metrics,
     }
     save_checkpoint(path, model, meta)
@@ -686,6 +700,7 @@ class MotionPredictor:
             self.classes = list(meta["classes"])
             self.recipe = dict(meta.get("features", {}))
         self.kind = str(self.recipe.get("kind", "letters"))
+        self.idle_below = float(self.recipe.get("idle_below", 0.0))
         self.width = LETTERS_WIDTH if self.kind == "letters" else WORDS_WIDTH
 
     def logits_features(self, feats: np.ndarray) -> np.ndarray:
@@ -739,12 +754,13 @@ def holdout(
     seconds = time.perf_counter() - start
     proba = _softmax(_predict_logits(model, sequence_features(data.x[test], DEFAULT_ASPECT, data.kind)))
     trained = sorted({str(c) for c in data.labels[train]} & set(classes))
-    metrics = score(data.labels[test], proba, classes)
+    idle_below = IDLE_BELOW[data.kind]
+    metrics = score(data.labels[test], proba, classes, idle_below)
     seen = np.isin(data.labels[test], trained)
     # classes absent from the training sessions cannot be predicted: scored apart, on the trained classes
-    metrics_trained = score(data.labels[test][seen], proba[seen], classes)
+    metrics_trained = score(data.labels[test][seen], proba[seen], classes, idle_below)
     signs = seen & (data.labels[test] != IDLE)  # the signs alone: `idle` differs most between sessions
-    metrics_signs = score(data.labels[test][signs], proba[signs], classes)
+    metrics_signs = score(data.labels[test][signs], proba[signs], classes, idle_below)
     return {
         "held_out": held_out, "n_train": len(train), "n_test": len(test), "train_seconds": round(seconds, 1),
         "epochs": epochs, "seed": seed, "untrained_classes": sorted({str(c) for c in data.labels[test]} - set(trained)),
@@ -798,7 +814,7 @@ def train_motion(
             continue
         fold, _, proba = holdout(data, held, classes=classes, seed=seed, epochs=epochs, progress=progress, **options)
         test = holdout_split(data.sessions, held)[1]
-        m = score(data.labels[test], proba, classes)
+        m = score(data.labels[test], proba, classes, IDLE_BELOW[kind])
         _plot_confusion(m, out / f"confusion_{held}.png", f"{kind}: held-out session {held}")
         result["folds"].append(fold)
     if result["folds"]:
@@ -873,7 +889,7 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     start = time.perf_counter()
     proba = predictor.predict_proba(data.x, aspect)
     ms = (time.perf_counter() - start) * 1000 / max(len(data), 1)
-    metrics = score(data.labels, proba, predictor.classes)
+    metrics = score(data.labels, proba, predictor.classes, predictor.idle_below)
     metrics.update(model=str(path), data=str(data_path), kind=data.kind, frames=int(data.x.shape[1]),
                    ms_per_window=round(ms, 3))
     for letter in MOTION_LETTERS if data.kind == "letters" else ():
@@ -893,10 +909,11 @@ def predict_motion(data_path: str | Path, model: str | Path | None = None, model
     data = load_sequences(data_path)
     predictor = MotionPredictor(Path(model) if model else default_model_path(data.kind, models_dir))
     proba = predictor.predict_proba(data.x, aspect)
+    decided = decide(proba, predictor.classes, predictor.idle_below)
     rows = []
     for i, p in enumerate(proba):
         order = np.argsort(-p)[:topk]
-        rows.append({"index": i, "label": str(data.labels[i]),
+        rows.append({"index": i, "label": str(data.labels[i]), "prediction": predictor.classes[decided[i]],
                      "top": [{"label": predictor.classes[k], "prob": round(float(p[k]), 4)} for k in order]})
     return rows
 

@@ -345,7 +345,8 @@ def create_app(model: str | Path | Predictor = DEFAULT_MODEL, *, settings: Serve
                     return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
                 return await run_in_threadpool(on_landmarks, msg, speller, live)
             if kind != "frame":
-                return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping")
+                return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping"
+                              + (" (or mode, landmarks)" if live is not None else ""))
             if not isinstance(msg.get("image"), str):
                 return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
             frame_id = msg.get("id")
