@@ -7,18 +7,22 @@ on the unmirrored image (the person's own hands), and an undetected part is all 
 
 Features per frame (`sequence_features`):
 - every hand through `hands.canonical_points` / `point_features` (wrist origin, palm scale, one
-  handedness: 70 values) plus a presence flag, its wrist position relative to a reference and its
-  velocity (the path over time);
+  handedness: 70 values) plus a presence flag, its wrist position relative to a reference, and the
+  velocities of its wrist, index tip and pinky tip (the path over time);
 - the reference is the shoulders when the pose is there (midpoint, shoulder width as the unit), else
   the frame: the window's mean position of the signing hand, in its median palm size;
 - the signing hand is the hand seen in more frames (the one that travels further on a tie); when it is
   the left hand, the whole window is mirrored, so a left-handed signer reads like a right-handed one;
-- letters use the signing hand only (79 values a frame); words use both hands and the upper-body pose
-  (nose, mouth, shoulders, elbows, wrists, index knuckles: 185 values a frame).
+- letters use the signing hand only, its shape also with the in-plane roll removed (139 values a frame);
+  words use both hands and the upper-body pose (nose, mouth, shoulders, elbows, wrists, index knuckles:
+  185 values a frame).
 
 `motion_fastkan` (models/motion.py) reads any number of frames. Training augments the raw landmarks:
 time stretch and crop to 15-45 frames (with held frames at the ends), frame drop, missed detections, hand
-jitter, 3D rotation of each hand, a roll of the whole scene, a change of aspect ratio, and left/right mirror.
+jitter, 3D rotation of each hand, a roll of the whole scene, a change of aspect ratio, left/right mirror;
+letters also a bigger or smaller path, and `z`/`j` paths carried by other static `d`/`i` handshapes
+(`transplant_motion`). Words: a window that no class wins outright (under 0.5) counts as `idle` (`decide`).
+Measured figures: docs/experiments.md, "Motion models".
 """
 
 from __future__ import annotations
@@ -146,14 +150,6 @@ def split_parts(x: np.ndarray) -> Parts:
     pose = None if kind == "letters" else x[..., :132].reshape(n, t, POSE_POINTS, 4).copy()
     return Parts(hands[..., :63].reshape(n, t, HAND_POINTS, 3).copy(),
                  hands[..., 63:].reshape(n, t, HAND_POINTS, 3).copy(), pose)
-
-
-def join_parts(parts: Parts) -> np.ndarray:
-    """The inverse of `split_parts`."""
-    n, t = parts.left.shape[:2]
-    hands = [parts.left.reshape(n, t, -1), parts.right.reshape(n, t, -1)]
-    pose = [] if parts.pose is None else [parts.pose.reshape(n, t, -1)]
-    return np.concatenate(pose + hands, axis=-1)
 
 
 def _present(points: np.ndarray) -> np.ndarray:
