@@ -309,7 +309,7 @@ class Augment:
     jitter: float = 0.004  # per-point noise, image units
     hand_degrees: float = 20.0  # 3D rotation of each hand about its wrist
     roll_degrees: float = 10.0  # in-plane rotation of the whole scene
-    aspect: float = 0.25  # log-uniform change of the y/x ratio
+    aspect: float = 0.35  # log-uniform change of the y/x ratio: 0.53-1.07 around 0.75 (16:9 webcams to the page's squares)
     mirror: float = 0.5
     amplitude: float = 0.7  # without a pose: log-uniform scaling of each hand's path about its mean (bigger or smaller signing)
 
