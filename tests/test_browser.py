@@ -220,3 +220,61 @@ def test_api_docs_render_with_the_network_cut_off(server: str, browser_context: 
     paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
     assert {"/predict", "/health"} <= set(paths)
     assert blocked == [] and errors == []
+@pytest.fixture
+def motion_server(tmp_path: Path) -> Iterator[str]:
+    """The app with stand-in motion models and tracker (no MediaPipe): every frame shows a hand on a j path."""
+    from asl_tinyml import motion as M
+    from tests.test_motion import FixedPredictor, j_path, words_window
+
+    class PathTracker:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            self.n += 1
+            return words_window(j_path(30))[self.n % 30]
+
+        def close(self) -> None:
+            pass
+
+    torch.manual_seed(0)
+    options = {"channels": [4, 8], "hidden": 8}
+    net = create_model("convkan", len(CLASSES), **options).eval()
+    model = tmp_path / "best.pt"
+    save_checkpoint(model, net, {"model": "convkan", "model_options": options, "classes": CLASSES, "image_size": 32})
+    motion = M.MotionModels(
+        FixedPredictor("letters", ["i", "idle", "j", "z"], "j"), FixedPredictor("words", ["coffee", "idle", "tea"], "coffee"),
+        M.LiveConfig(window=12, min_frames=6, stable=2, smooth=1), tracker_factory=PathTracker,
+    )
+    app = create_app(model, settings=ServeSettings(spelling=SpellingConfig(threshold=1.0)), motion=motion)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_page_shows_moving_signs_and_word_mode_types_words(motion_server: str, browser_context: object,
+                                                            tmp_path: Path) -> None:
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(motion_server)
+    page.wait_for_selector("#motion-card:not([hidden])", timeout=15_000)
+    assert page.is_visible("#word-mode-label")
+    page.wait_for_selector("#motion-top .pred", timeout=30_000)  # the motion model's top classes
+    assert page.eval_on_selector_all("#motion-top .pred", "els => els.map(e => e.dataset.label)")[0] == "j"
+    page.wait_for_function("document.getElementById('text').textContent.includes('j')", timeout=30_000)
+    page.check("#word-mode")
+    page.wait_for_function("document.getElementById('motion-mode').textContent === '(words)'", timeout=10_000)
+    page.wait_for_function("document.getElementById('text').textContent.includes('coffee')", timeout=30_000)
+    assert "frames" in page.text_content("#motion-note")
+    page.screenshot(path=str(tmp_path / "motion.png"), full_page=True)
+    assert errors == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from asl_tinyml.config import default_data_root, repo_root
+from asl_tinyml.config import default_data_root, default_sequences_dir, repo_root
 
 NOTEBOOK = repo_root() / "ASL_TinyML_FastKAN.ipynb"
 
@@ -74,7 +74,10 @@ def test_notebook_runs_in_quick_mode(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(predicted) == 6, predicted
 
     figures = ["predictions"] + (["landmarks"] if importlib.util.find_spec("mediapipe") else [])
+    sequences = default_sequences_dir()
+    if sequences is not None and (sequences / "letters.npz").exists():
+        figures.append("motion_trajectories")  # section 9: j and z paths against a static letter
     for name in figures:
         assert (run / f"{name}.png").stat().st_size > 10_000, name
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert images == 6 + 4 + 1 + len(figures)  # EDA, train/evaluate, compress, predict (+ landmarks)
+    assert images == 6 + 4 + 1 + len(figures)  # EDA, train/evaluate, compress, predict (+ landmarks, + motion)

@@ -41,5 +41,14 @@ def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
     assert (p_int8.argmax(1) == p_pt.argmax(1)).mean() >= 0.8
     assert len(list((tmp_path / "run" / "eda").glob("*.png"))) >= 5
     assert (tmp_path / "run" / "eval" / "convkan" / "confusion_matrix.png").exists()
+    # the motion models (j, z, words) from ../shared/sequences: held-out sessions, then int8 exports
+    from asl_tinyml.config import default_sequences_dir
+
+    if default_sequences_dir() is not None:
+        assert "## Motion models (j, z, words)" in report and "| letters |" in report and "| words |" in report
+        assert set(metrics["motion"]) == {"letters", "words"}
+        for kind in ("letters", "words"):
+            assert [f["held_out"] for f in metrics["motion"][kind]["folds"]] == ["danial", "cam"]
+            assert (models / f"asl_motion_{kind}_int8.onnx").stat().st_size <= 64 * 1024
     # nothing was written outside the run folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

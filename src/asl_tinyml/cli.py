@@ -462,6 +462,134 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- motion ------------------------------------------------------------------------------------------
+def _add_motion(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("motion", help="signs that move (j, z, words) from landmark sequences: train|evaluate|export|predict")
+    actions = p.add_subparsers(dest="action", required=True, metavar="<action>")
+    t = actions.add_parser("train", help="held-out-session folds, then the shipped model on every session (+ int8 ONNX)")
+    t.add_argument("--data", type=Path, action="append", default=None,
+                   help="a sequence .npz (repeatable; default: letters.npz and words.npz of the sequences folder)")
+    t.add_argument("--out", type=Path, default=Path("runs/motion"), help="folder for metrics and figures (default: runs/motion)")
+    t.add_argument("--models-dir", type=Path, default=Path("models"), help="where the shipped files go (default: models)")
+    t.add_argument("--epochs", type=int, default=None, help=f"epochs per model (default: {Config.motion_epochs})")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--holdout", nargs="*", default=None, metavar="SESSION",
+                   help="sessions held out in turn (default: danial cam; none: skip the folds)")
+    t.add_argument("--no-final", action="store_true", help="only the held-out folds: no shipped model")
+    t.add_argument("--limit", type=int, default=None, help="at most N windows per class and session (a quick slice)")
+    t.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    t.set_defaults(func=_cmd_motion_train)
+    e = actions.add_parser("evaluate", help="score a motion model on an .npz of windows (any number of frames)")
+    e.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout (x, label[, session])")
+    e.add_argument("--model", type=Path, default=None,
+                   help="a motion .onnx/.pt (default: models/asl_motion_letters_int8.onnx or _words_, by the landmark width)")
+    e.add_argument("--models-dir", type=Path, default=Path("models"), help="where the shipped models are (default: models)")
+    e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the confusion matrix (default: eval/motion_KIND)")
+    e.add_argument("--aspect", type=float, default=None, help="frame height / width of the recordings (default: 0.75)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=_cmd_motion_evaluate)
+    x = actions.add_parser("export", help="float + int8 ONNX of a motion checkpoint, checked against PyTorch")
+    x.add_argument("--model", type=Path, required=True, help="a motion checkpoint (.pt)")
+    x.add_argument("--data", type=Path, default=None, help="calibration and check windows (default: the sequences folder's file)")
+    x.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=_cmd_motion_export)
+    q = actions.add_parser("predict", help="top-k classes of every window of an .npz")
+    q.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout")
+    q.add_argument("--model", type=Path, default=None, help="a motion .onnx/.pt (default: the shipped one, by width)")
+    q.add_argument("--models-dir", type=Path, default=Path("models"))
+    q.add_argument("--topk", type=int, default=3)
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.set_defaults(func=_cmd_motion_predict)
+
+
+def _sequence_files(data: list[Path] | None) -> list[Path]:
+    from .config import default_sequences_dir
+
+    if data:
+        return data
+    folder = default_sequences_dir()
+    if folder is None:
+        raise UserError("no sequences folder found: pass --data FILE.npz or set $ASL_TINYML_SEQUENCES")
+    return [folder / "letters.npz", folder / "words.npz"]
+
+
+def _cmd_motion_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .motion import HOLDOUT_SESSIONS, train_motion
+
+    epochs = args.epochs or Config.motion_epochs
+    holdouts = tuple(HOLDOUT_SESSIONS if args.holdout is None else args.holdout)
+    for path in _sequence_files(args.data):
+        m = train_motion(path, args.out, None if args.no_final else args.models_dir, holdouts=holdouts, epochs=epochs,
+                         seed=args.seed, limit=args.limit, final=not args.no_final)
+        if args.json:
+            print(json.dumps(m, indent=2, default=str))
+            continue
+        for f in m["folds"]:
+            print(f"{m['kind']}: held-out {f['held_out']}: accuracy {f['trained_classes']['accuracy']:.4f}, "
+                  f"macro-F1 {f['trained_classes']['macro_f1']:.4f} ({f['trained_classes']['n']} windows; "
+                  f"untrained classes {f['untrained_classes'] or 'none'})")
+        for key, path_ in m.get("export", {}).get("paths", {}).items():
+            print(f"wrote {path_}" + (f" ({m['export']['bytes'][key]:,} bytes)" if key in m["export"]["bytes"] else ""))
+    return 0
+
+
+def _cmd_motion_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .motion import DEFAULT_ASPECT, evaluate_motion
+
+    m = evaluate_motion(args.data, args.model, args.out, args.models_dir, args.aspect or DEFAULT_ASPECT)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{m['model']} on {m['data']}: {m['n']} windows of {m['frames']} frames, accuracy {m['accuracy']:.4f}, "
+          f"macro-F1 {m['macro_f1']:.4f}; {m['ms_per_window']} ms a window")
+    if m["skipped"]:
+        print(f"skipped (not the model's classes): {m['skipped']}")
+    for name, row in m["per_class"].items():
+        print(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} f1 {row['f1']:.3f} ({row['support']})")
+    return 0
+
+
+def _cmd_motion_export(args: argparse.Namespace) -> int:
+    import json
+
+    from .models import load_checkpoint
+    from .motion import STEMS, export_motion, load_sequences
+
+    _, meta = load_checkpoint(args.model)
+    kind = (meta.get("features") or {}).get("kind")
+    if kind not in STEMS:
+        raise UserError(f"{args.model} is not a motion model")
+    data = args.data or next(p for p in _sequence_files(None) if p.stem == kind)
+    result = export_motion(args.model, args.out, load_sequences(data))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for key, path in result["paths"].items():
+        print(f"wrote {path}" + (f" ({result['bytes'][key]:,} bytes)" if key in result["bytes"] else ""))
+    for key, check in result["checks"].items():
+        print(f"{key}: top-1 agreement with PyTorch {check['argmax_agreement']:.1%}, max |p - p_torch| {check['max_abs_diff']:.2e}")
+    return 0
+
+
+def _cmd_motion_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .motion import predict_motion
+
+    for row in predict_motion(args.data, args.model, args.models_dir, args.topk):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            top = ", ".join(f"{t['label']} ({t['prob']:.2f})" for t in row["top"])
+            print(f"{row['index']:>5} [{row['label']}] -> {row['prediction']}: {top}")
+    return 0
+
+
 # --- serve -------------------------------------------------------------------------------------------
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: live webcam fingerspelling page, POST /predict and WS /ws (FastAPI)")
@@ -475,6 +603,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=FRACTION, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
     p.add_argument("--stable-frames", type=POSITIVE_INT, default=None, help="steady frames before a sign is typed (default: 8)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--motion-dir", type=Path, default=Path("models"),
+                   help="folder of asl_motion_{letters,words}_int8.onnx: j, z and words through MediaPipe (default: models)")
+    p.add_argument("--no-motion", action="store_true", help="no landmark path: the static pixel model only")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -494,7 +625,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling, classes=args.classes)
     predictor = load_sign_predictor(args.model, args.landmark_model, models_dir=args.models_dir,
                                     weight=args.fusion_weight, threads=args.threads)
-    run_server(predictor, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+    run_server(predictor, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
+               motion_dir=None if args.no_motion else args.motion_dir)
     return 0
 
 
@@ -555,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     stages = (_add_merge, _add_preprocess, _add_eda, _add_train, _add_evaluate, _add_compress, _add_export,
-              _add_predict, _add_bench, _add_landmarks, _add_compare, _add_serve, _add_pipeline)  # pipeline order
+              _add_predict, _add_bench, _add_landmarks, _add_motion, _add_compare, _add_serve, _add_pipeline)  # pipeline order
     for add in stages:
         add(sub)
     return parser

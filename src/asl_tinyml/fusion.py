@@ -47,16 +47,21 @@ def fuse_proba(pixel: np.ndarray, landmark: np.ndarray, found: np.ndarray, weigh
 
 
 def choose_weight(
-    pixel: np.ndarray, landmark: np.ndarray, found: np.ndarray, labels: np.ndarray, grid: tuple[float, ...] = WEIGHT_GRID
+    pixel: np.ndarray, landmark: np.ndarray, found: np.ndarray, labels: np.ndarray, grid: tuple[float, ...] = WEIGHT_GRID,
+    classes: list[str] | None = None,
 ) -> tuple[float, dict[float, float]]:
-    """The weight of `grid` with the best macro-F1 on these (validation) rows, ties to the middle; and all scores."""
+    """The weight of `grid` with the best score on these rows, ties to the middle; and all scores. The score is
+    macro-F1, or with `classes` the accuracy of answers kept to the true label's kind (letters or digits), the
+    answers a user gets with `--classes`."""
     labels = np.asarray(labels)
     present = np.unique(labels)
-    scores = {
-        float(w): float(f1_score(labels, fuse_proba(pixel, landmark, found, w).argmax(1), labels=present,
-                                 average="macro", zero_division=0))
-        for w in grid
-    }
+
+    def score(proba: np.ndarray) -> float:
+        if classes is not None:
+            return float(np.mean(predict_in_kind(proba, labels, classes) == labels))
+        return float(f1_score(labels, proba.argmax(1), labels=present, average="macro", zero_division=0))
+
+    scores = {float(w): score(fuse_proba(pixel, landmark, found, w)) for w in grid}
     best = max(scores, key=lambda w: (round(scores[w], 6), -abs(w - 0.5)))
     return best, scores
 
@@ -292,8 +297,8 @@ def fused_folds(
     """Fuse the fold models that `train.train_folds` (pixels) and `landmarks.landmark_folds` left behind.
 
     The weight is chosen on held-out data, never on the fold's own in-source validation rows (where pixels
-    look better than they are on a new camera): fold k is scored with the weight that does best on the
-    other folds' held-out images. Writes `folds.json`/`.csv` to `out_dir` (default
+    look better than they are on a new camera): fold k is scored with the weight whose answers, kept to the
+    true label's kind as `--classes` does, are right most often on the other folds' held-out images. Writes `folds.json`/`.csv` to `out_dir` (default
     `RUN/train/fused-loso[-source]`), one dict per fold, and `weight.json` with the weight chosen on every
     fold's held-out images (the one to ship).
     """
@@ -327,7 +332,7 @@ def fused_folds(
     rows: list[dict[str, Any]] = []
     for k, (fold, p_pix, p_lm, found, y) in enumerate(held):
         others = [j for j in range(len(held)) if j != k] or [k]
-        weight, _ = choose_weight(*pooled(others))
+        weight, _ = choose_weight(*pooled(others), classes=cache.classes)
         fused = fuse_proba(p_pix, p_lm, found, weight)
         pred, lm_pred = fused.argmax(1), np.where(found, p_lm.argmax(1), -1)
         kind = {name: predict_in_kind(p, y, cache.classes) for name, p in (("fused", fused), ("pixel", p_pix), ("lm", p_lm))}
@@ -347,7 +352,7 @@ def fused_folds(
             "per_person_in_kind": per_person(who, kind["fused"] == y),
         })
     write_folds(rows, out_dir)
-    weight, scores = choose_weight(*pooled(list(range(len(held)))))
-    (out_dir / "weight.json").write_text(json.dumps({"weight": weight, "kind": kind_name, "macro_f1_by_weight": scores},
-                                                    indent=2))
+    weight, scores = choose_weight(*pooled(list(range(len(held)))), classes=cache.classes)
+    (out_dir / "weight.json").write_text(json.dumps({"weight": weight, "kind": kind_name,
+                                                     "accuracy_in_kind_by_weight": scores}, indent=2))
     return rows

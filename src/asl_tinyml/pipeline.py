@@ -167,6 +167,46 @@ def held_out_section(run: Path) -> list[str]:
     lines.append(f"| **every person, mean** | | **{np.mean(list(fused.values())):.3f}** | {np.mean(list(kind.values())):.3f} "
                  f"| {np.mean(list(pix.values())):.3f} | {np.mean(list(lmk.values())):.3f} | |")
     return lines
+def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
+    """The motion models (`asl_tinyml.motion`): for letters and words, the held-out-session folds and the
+    shipped model trained on every session, exported to int8 ONNX in `models_dir`. Returns the report's
+    lines and the `motion` entry of metrics.json; a note instead when the sequences folder is absent."""
+    from .config import default_sequences_dir
+    from .motion import train_motion, window_latency
+
+    folder = Path(cfg.sequences_dir) if cfg.sequences_dir else default_sequences_dir()
+    files = [folder / f"{k}.npz" for k in ("letters", "words")] if folder else []
+    if not files or not all(f.exists() for f in files):
+        note = (f"skipped: no letters.npz/words.npz in {folder or '../shared/sequences/sign_sequences'} "
+                "(set sequences_dir or $ASL_TINYML_SEQUENCES)")
+        return ["", "## Motion models (j, z, words)", "", note], {"skipped": note}
+    rows, out = [], {}
+    for path in files:
+        m = train_motion(path, run / "motion", cfg.models_dir, epochs=cfg.motion_epochs, seed=cfg.seed,
+                         limit=cfg.motion_limit, progress=False)
+        int8 = Path(m["export"]["paths"]["onnx_int8"])
+        m["latency"] = window_latency(int8, frames=30)
+        out[m["kind"]] = m
+        folds = {f["held_out"]: f["trained_classes"]["accuracy"] for f in m["folds"]}
+        jz = ", ".join(f"{k} {m[f'{k}_recall']:.3f}" for k in ("j", "z") if m.get(f"{k}_recall") is not None)
+        rows.append(
+            f"| {m['kind']} | {m['n']} | {len(m['classes'])} | {m['params']:,} | "
+            + ", ".join(f"{k} {v:.4f}" for k, v in folds.items())
+            + f" | {m.get('holdout_mean_accuracy', float('nan')):.4f} | {jz or '–'} | {int8.stat().st_size / 1024:.1f} | "
+            f"{m['latency']['ms_window']:.3f} | {m['export']['checks']['onnx_int8']['argmax_agreement']:.4f} |"
+        )
+    lines = [
+        "", "## Motion models (j, z, words)", "",
+        f"`motion_fastkan` on landmark sequences from `{folder}`; accuracy on a held-out recording session (trained "
+        "on the others; classes the other sessions lack are left out), then the shipped model trained on every "
+        f"session ({cfg.motion_epochs} epochs, seed {cfg.seed}). Latency: one 30-frame window, features + int8 "
+        "model, one thread.",
+        "",
+        "| set | windows | classes | params | accuracy per held-out session | mean | j/z recall | int8 KiB | ms/window | int8 top-1 = PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    return lines, out
 
 
 def run_pipeline(cfg: Config) -> str:
@@ -224,11 +264,14 @@ def run_pipeline(cfg: Config) -> str:
             pixel_int8 = Path(exported["paths"]["onnx_int8"])
             landmark_rows = landmarks_and_fusion(cfg, run, merged, pixel_int8, summary["params"])
 
+    with _stage("motion", timings):
+        motion_lines, motion_metrics = motion_stage(cfg, run)
+
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"],
         "n": metrics["n"], "per_source": metrics["per_source"], "artifacts": {k: str(v) for k, v in exported["paths"].items()},
-        "bytes": exported["bytes"], "timings": timings,
+        "bytes": exported["bytes"], "timings": timings, "motion": motion_metrics,
     }
     fused_metrics = run / "eval" / "fused" / "metrics.json"
     if landmark_rows and fused_metrics.exists():
@@ -264,6 +307,7 @@ def run_pipeline(cfg: Config) -> str:
         "",
         *(f"- `{exported['paths'][k]}`: {exported['bytes'][k]:,} bytes" for k in exported["paths"] if k in exported["bytes"]),
         *_section(run / "bench" / "bench.md", "Speed"),
+        *motion_lines,
         "",
         "## Stage times (s)",
         "",

@@ -7,6 +7,10 @@
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
 - `GET /docs`, `GET /redoc`: the OpenAPI documentation, its Swagger UI and ReDoc assets served by the app
   itself (fastapi-offline), so the page renders without a network.
+  With motion models (`create_app(..., motion=MotionModels)`), each frame also goes through MediaPipe
+  Holistic in video mode (one tracker per connection) into a rolling window, and the reply carries a
+  `motion` entry (`j`/`z` or words); `{"type": "mode", "mode": "letters" | "words"}` switches word mode, and
+  `{"type": "landmarks", "values": [258 floats]}` feeds one landmark frame directly (no camera needed).
 
 The model is loaded once, through ONNX Runtime (or PyTorch for a `.pt`), by `inference.load_predictor`.
 Client images are decoded from memory and never written to disk, at most `max_decodes` at once and only
@@ -249,10 +253,12 @@ def _is_frame_id(value: Any) -> bool:
 
 
 def create_app(
-    model: str | Path | Predictor | SignPredictor | None = None, *, settings: ServeSettings | None = None
+    model: str | Path | Predictor | SignPredictor | None = None, *, settings: ServeSettings | None = None,
+    motion: Any = None,
 ) -> FastAPI:
     """The web app around one predictor: a loaded one, a pixel model file, or None for the shipped default
-    (`fusion.load_sign_predictor`: the fused predictor when `models/` holds the landmark model)."""
+    (`fusion.load_sign_predictor`: the fused predictor when `models/` holds the landmark model), and
+    optionally the motion models (`motion.MotionModels`: j, z and words from the landmark path)."""
     settings = settings or ServeSettings()
     if isinstance(model, SignPredictor):
         predictor = model
@@ -273,6 +279,7 @@ def create_app(
     app.state.predictor = predictor
     app.state.settings = settings
     decoding = threading.BoundedSemaphore(settings.max_decodes)
+    app.state.motion = motion
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -318,7 +325,7 @@ def create_app(
         return {"label": out.label, "top": top_k(out.probs, classes, min(topk, allowed)),
                 "hand": out.hand if predictor.needs_hands else None, "ms": round(out.ms, 3)}
 
-    async def on_frame(data: bytes, speller: Speller, frame_id: Any, mask: np.ndarray) -> dict[str, Any]:
+    async def on_frame(data: bytes, speller: Speller, frame_id: Any, mask: np.ndarray, live: Any = None) -> dict[str, Any]:
         if len(data) > settings.max_frame_bytes:
             return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
         try:
@@ -327,15 +334,48 @@ def create_app(
             return _error("too_large", str(exc))
         except BadImage as exc:
             return _error("bad_image", str(exc))
-        state = speller.update(out.probs)
         reply = {"type": "prediction", "label": out.label, "hand": out.hand if predictor.needs_hands else None,
-                 "top": top_k(out.probs, classes, min(settings.topk, int(mask.sum()))), "ms": round(out.ms, 3),
-                 **state.to_dict()}
+                 "top": top_k(out.probs, classes, min(settings.topk, int(mask.sum()))), "ms": round(out.ms, 3)}
+        if live is None:
+            reply |= speller.update(out.probs).to_dict()
+        else:
+            reply |= await run_in_threadpool(landmark_frame, data, out.probs, speller, live)
         if frame_id is not None:
             reply["id"] = frame_id
         return reply
 
-    async def on_message(message: dict[str, Any], speller: Speller, limiter: RateLimiter, session: dict[str, Any]) -> dict[str, Any]:
+    def landmark_frame(data: bytes, probs: np.ndarray, speller: Speller, live: Any) -> dict[str, Any]:
+        """The landmark path of one camera frame (in a worker thread): Holistic -> window -> motion model,
+        then the spelled text (static letters typed only in letters mode)."""
+        motion_out = live.image(read_rgb(data, max_pixels=settings.max_pixels))
+        return spell_with_motion(probs, speller, live, motion_out)
+
+    def spell_with_motion(probs: np.ndarray | None, speller: Speller, live: Any, motion_out: dict[str, Any]) -> dict[str, Any]:
+        if live.mode == "letters" and probs is not None:
+            state = speller.update(probs)
+            if state.committed and state.committed not in (settings.spelling.space_label, settings.spelling.delete_label):
+                live.letter_typed()
+        if motion_out.get("commit"):
+            speller.text = live.apply(speller.text, motion_out["commit"])
+        return {**speller.state.to_dict(), "text": speller.text, "motion": motion_out}
+
+    def on_landmarks(msg: dict[str, Any], speller: Speller, live: Any) -> dict[str, Any]:
+        values = msg.get("values")
+        if live is None:
+            return _error("no_motion", "this server has no motion models: start it with models/asl_motion_*_int8.onnx")
+        try:
+            row = np.asarray(values, dtype=np.float32).ravel()
+            aspect = float(msg.get("aspect", 0.75))
+        except (TypeError, ValueError):
+            return _error("bad_message", "a landmarks message needs 'values': 258 numbers (pose, left hand, right hand)")
+        if row.size != 258 or not np.all(np.isfinite(row)) or not 0.1 <= aspect <= 10:
+            return _error("bad_message", f"a landmarks message needs 258 finite values and an aspect in [0.1, 10], got {row.size}")
+        reply = {"type": "motion", **spell_with_motion(None, speller, live, live.landmarks(row, aspect))}
+        return reply
+
+    async def on_message(
+        message: dict[str, Any], speller: Speller, limiter: RateLimiter, session: dict[str, Any], live: Any = None
+    ) -> dict[str, Any]:
         raw = message.get("bytes")
         frame_id = None
         if raw is None:
@@ -363,8 +403,21 @@ def create_app(
                     return _error("bad_message", f"classes must be one of {', '.join(masks)}")
                 session["mask"] = masks[which]
                 return {"type": "classes", "classes": which}
+            if kind == "mode":
+                if live is None:
+                    return _error("no_motion", "this server has no motion models, so no word mode")
+                try:
+                    live.set_mode(str(msg.get("mode")))
+                except ValueError as exc:
+                    return _error("bad_message", str(exc))
+                return {"type": "state", "mode": live.mode, **speller.state.to_dict(), "text": speller.text}
+            if kind == "landmarks":
+                if not limiter.allow(time.monotonic()):
+                    return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
+                return await run_in_threadpool(on_landmarks, msg, speller, live)
             if kind != "frame":
-                return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping")
+                return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping"
+                              + (" (or mode, landmarks)" if live is not None else ""))
             if not isinstance(msg.get("image"), str):
                 return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
             frame_id = msg.get("id")
@@ -376,7 +429,7 @@ def create_app(
                 return _error("bad_image", str(exc))
         if not limiter.allow(time.monotonic()):
             return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
-        return await on_frame(raw, speller, frame_id, session["mask"])
+        return await on_frame(raw, speller, frame_id, session["mask"], live)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
@@ -384,17 +437,24 @@ def create_app(
         speller = Speller(classes, settings.spelling)
         limiter = RateLimiter(settings.max_fps)
         session: dict[str, Any] = {"mask": default_mask}
-        await websocket.send_json({
+        live = None
+        hello = {
             "type": "hello", "classes": classes, "image_size": predictor.pixel.image_size, "max_fps": settings.max_fps,
             "hand": predictor.needs_hands, "answer_sets": list(masks),
             "max_frame_bytes": settings.max_frame_bytes, **speller.state.to_dict(),
-        })
+        }
+        if motion is not None:
+            from .motion import LiveSession
+
+            live = LiveSession(motion)
+            hello["motion"] = {**motion.describe(), "mode": live.mode}
+        await websocket.send_json(hello)
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                await websocket.send_json(await on_message(message, speller, limiter, session))
+                await websocket.send_json(await on_message(message, speller, limiter, session, live))
         except WebSocketDisconnect:
             pass
         except Exception:  # a bug, not the client's input: say so, close properly, keep serving the others
@@ -402,6 +462,9 @@ def create_app(
             with contextlib.suppress(Exception):
                 await websocket.send_json(_error("internal", "the server failed on this message; reconnect"))
                 await websocket.close(code=1011, reason="internal error")
+        finally:
+            if live is not None:
+                live.close()  # the connection's MediaPipe graph
 
     return app
 
@@ -429,7 +492,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run_server(model: str | Path | SignPredictor | None = None, host: str = "127.0.0.1", port: int = 8000,
-               settings: ServeSettings | None = None, log_level: str = "info") -> None:
+               settings: ServeSettings | None = None, log_level: str = "info",
+               motion_dir: str | Path | None = "models") -> None:
     """Load the predictor once (None: the shipped default) and serve the app with uvicorn until interrupted.
 
     The port is bound before the model loads, so a port in use is a UserError, not uvicorn's exit 3.
@@ -437,13 +501,19 @@ def run_server(model: str | Path | SignPredictor | None = None, host: str = "127
     import uvicorn
 
     settings = settings or ServeSettings()
+    from .motion import MotionModels
+
     sock = bind_socket(host, port)
     try:
-        app = create_app(model, settings=settings)
+        motion = MotionModels.load(motion_dir, threads=settings.threads or 1) if motion_dir is not None else None
+        app = create_app(model, settings=settings, motion=motion)
         port = sock.getsockname()[1]
         predictor: SignPredictor = app.state.predictor
         print(f"asl-tinyml: serving {predictor.name} on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops",
               flush=True)
+        if motion is not None:
+            print(f"asl-tinyml: landmark path on (MediaPipe Holistic): motion modes {motion.describe()['modes']}",
+                  flush=True)
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, ws_max_size=settings.max_frame_bytes * 2 + 4096
         )

@@ -13,6 +13,7 @@ from ..config import UserError
 from .efficientnet import EfficientNetLite0
 from .fastkan import FastKAN, FastKANLayer
 from .landmark import LandmarkFastKAN
+from .motion import MotionFastKAN
 from .pixels import CONVKAN_V1, ConvKAN, PixelFastKAN
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -33,6 +34,7 @@ register("fastkan")(PixelFastKAN)
 register("convkan")(ConvKAN)
 register("landmark_fastkan")(LandmarkFastKAN)
 register("efficientnet_lite0")(EfficientNetLite0)
+register("motion_fastkan")(MotionFastKAN)
 LEGACY_OPTIONS: dict[str, dict[str, Any]] = {"convkan": CONVKAN_V1}  # defaults of checkpoints that did not record them
 
 
@@ -101,7 +103,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
 
 
 __all__ = [
-    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "PixelFastKAN",
+    "ConvKAN", "EfficientNetLite0", "FastKAN", "FastKANLayer", "LandmarkFastKAN", "MotionFastKAN", "PixelFastKAN",
     "architecture_options", "count_parameters", "create_model", "list_models", "load_checkpoint", "register",
     "save_checkpoint",
 ]

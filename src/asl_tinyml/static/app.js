@@ -9,7 +9,7 @@ const REPLY_TIMEOUT_MS = 3000;
 const $ = (id) => document.getElementById(id);
 const video = $("video"), canvas = $("canvas"), ctx = canvas.getContext("2d");
 let ws = null, running = true, inFlight = false, sentAt = 0, reconnectDelay = 500;
-let replies = [], serverMs = 0;
+let replies = [], serverMs = 0, motionOn = false;
 
 function setStatus(text, kind) {
   const el = $("status");
@@ -43,6 +43,26 @@ function renderTop(list, top) {
   }));
 }
 
+function renderMotion(m) {
+  if (!m) return;
+  renderTop($("motion-top"), m.top || []);
+  const mp = typeof m.mediapipe_ms === "number" ? ` · MediaPipe ${m.mediapipe_ms.toFixed(0)} ms` : "";
+  const model = typeof m.ms === "number" ? ` · model ${m.ms.toFixed(2)} ms` : "";
+  $("motion-note").textContent = (m.hand ? "hand seen" : "no hand") + ` · ${m.frames} frames` + model + mp
+    + (m.commit ? ` · typed “${m.commit}”` : "");
+}
+
+function setupMotion(info) {
+  motionOn = !!info;
+  $("motion-card").hidden = !motionOn;
+  $("motion-help").hidden = !motionOn;
+  if (!motionOn) return;
+  const words = info.modes.includes("words");
+  $("word-mode-label").hidden = !words;
+  $("word-mode").checked = info.mode === "words";
+  $("motion-mode").textContent = info.mode === "words" ? "(words)" : "(j, z)";
+}
+
 function renderState(msg) {
   if (typeof msg.text === "string") $("text").textContent = msg.text;
   $("hold").style.width = (100 * (msg.progress || 0)).toFixed(0) + "%";
@@ -74,7 +94,13 @@ function connect() {
       renderTop($("top"), msg.top);
       $("hand").textContent = msg.hand === false ? "no hand found" : msg.hand ? "hand found" : "";
       renderState(msg);
+      renderMotion(msg.motion);
+    } else if (msg.type === "motion") {
+      renderState(msg);
+      renderMotion(msg.motion);
     } else if (msg.type === "state" || msg.type === "hello") {
+      if (msg.type === "hello") setupMotion(msg.motion);
+      if (msg.mode) $("motion-mode").textContent = msg.mode === "words" ? "(words)" : "(j, z)";
       renderState(msg);
     } else if (msg.type === "error") {
       inFlight = false;
@@ -165,6 +191,7 @@ $("space").onclick = () => sendJson({ type: "space" });
 $("backspace").onclick = () => sendJson({ type: "backspace" });
 $("clear").onclick = () => sendJson({ type: "clear" });
 $("classes").onchange = () => sendJson({ type: "classes", classes: $("classes").value });
+$("word-mode").onchange = () => sendJson({ type: "mode", mode: $("word-mode").checked ? "words" : "letters" });
 $("copy").onclick = async () => {
   const text = $("text").textContent;
   try {
