@@ -94,6 +94,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yields its URL, stops it afterwards."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """The app on 127.0.0.1:<free port> in a background thread; yields its base URL."""
@@ -108,19 +124,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         model = tmp_path / "best.pt"
         save_checkpoint(model, net, {"model": "convkan", "model_options": options, "classes": CLASSES, "image_size": 32})
         spelling = SpellingConfig(window=1, threshold=0.0, stable_frames=2, release_frames=1)
-    app = create_app(model, settings=ServeSettings(spelling=spelling))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start within 20 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    yield from serve_in_thread(create_app(model, settings=ServeSettings(spelling=spelling)))
 
 
 @pytest.fixture
@@ -246,19 +250,7 @@ def motion_server(tmp_path: Path) -> Iterator[str]:
         FixedPredictor("letters", ["i", "idle", "j", "z"], "j"), FixedPredictor("words", ["coffee", "idle", "tea"], "coffee"),
         M.LiveConfig(window=12, min_frames=6, stable=2, smooth=1), tracker_factory=PathTracker,
     )
-    app = create_app(model, settings=ServeSettings(spelling=SpellingConfig(threshold=1.0)), motion=motion)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start within 20 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    yield from serve_in_thread(create_app(model, settings=ServeSettings(spelling=SpellingConfig(threshold=1.0)), motion=motion))
 
 
 def test_page_shows_moving_signs_and_word_mode_types_words(motion_server: str, browser_context: object,

@@ -321,13 +321,19 @@ def quantize_onnx(
             nodes_to_exclude=keep_float,
             extra_options={"CalibMaxIntermediateOutputs": _calibration_chunk(-(-len(images) // reader.batch_size))},
         )
-    quantized = onnx.load(out_path)
+    return finish_quantized(out_path, props)
+
+
+def finish_quantized(path: str | Path, props: dict[str, str]) -> Path:
+    """A quantizer's output made a final artifact in place: debug info and names stripped, the float model's
+    metadata restored, checked."""
+    quantized = onnx.load(path)
     _strip_debug_info(quantized)
     minify_onnx(quantized)
     _set_metadata(quantized, props)
     onnx.checker.check_model(quantized)
-    onnx.save_model(quantized, out_path)
-    return out_path
+    onnx.save_model(quantized, path)
+    return Path(path)
 
 
 def compare_models(reference: str | Path, candidate: str | Path, images: np.ndarray) -> dict[str, float]:

@@ -604,7 +604,7 @@ def export_motion_onnx(checkpoint: str | Path, out_path: str | Path, int8_path: 
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    from .export import _set_metadata, _strip_debug_info, float_head, minify_onnx
+    from .export import _set_metadata, _strip_debug_info, finish_quantized, float_head
     from .inference import META_INPUT, ONNX_INPUT, ONNX_OUTPUT, onnx_metadata
     from .models import count_parameters, load_checkpoint
 
@@ -650,13 +650,7 @@ def export_motion_onnx(checkpoint: str | Path, out_path: str | Path, int8_path: 
             str(prepped), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_head(graph),
         )
-    quantized = onnx.load(int8_path)
-    _strip_debug_info(quantized)
-    minify_onnx(quantized)
-    _set_metadata(quantized, props)
-    onnx.checker.check_model(quantized)
-    onnx.save_model(quantized, int8_path)
-    out["onnx_int8"] = int8_path
+    out["onnx_int8"] = finish_quantized(int8_path, props)
     return out
 
 
