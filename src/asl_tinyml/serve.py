@@ -50,6 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from .answers import class_mask, restrict_proba
 from .config import UserError
 from .fusion import SignPredictor, load_sign_predictor
+from .hands import quiet_native_stderr
 from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
 from .spelling import Speller, SpellingConfig
@@ -266,7 +267,8 @@ def create_app(
         predictor = SignPredictor(model)
     else:
         predictor = load_sign_predictor(model, threads=settings.threads)
-    predictor.predict_image(np.zeros((predictor.pixel.image_size,) * 2 + (3,), np.uint8))  # warm up
+    with quiet_native_stderr():  # MediaPipe's start-up logging
+        predictor.predict_image(np.zeros((predictor.pixel.image_size,) * 2 + (3,), np.uint8))  # warm up
     classes = list(predictor.classes)
     masks = {which: class_mask(classes, which) for which in ("all", "letters", "digits")
              if which == "all" or any(c.isdigit() == (which == "digits") for c in classes)}
