@@ -70,8 +70,8 @@ def choose_weight(
 class LandmarkPredictor:
     """A `landmark_fastkan` file (`.pt` checkpoint or `.onnx` export) and the feature recipe it was trained on.
 
-    `hands_for_run` / `hands_for_files` turn a run's landmark cache or image files into its input features
-    and a `found` mask; `predict_proba` maps features (N, F) to probabilities (N, C).
+    `hands_for_run` turns a run's landmark cache into its input features and a `found` mask (`SignPredictor`
+    does it for images); `predict_proba` maps features (N, F) to probabilities (N, C).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -123,18 +123,8 @@ class LandmarkPredictor:
         data = load_landmark_data(run_dir, self.recipe.mirror)
         return self.recipe.features(data.points), data.found
 
-    def hands_for_files(self, paths: list[str | Path], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(features, found) of image files, detected with MediaPipe Hands (an unreadable file: not found)."""
-        from .hands import image_features
-
-        return image_features(paths, self.recipe, progress=progress)
-
     def __repr__(self) -> str:
         return f"LandmarkPredictor({self.path}, {self.kind}, {len(self.classes)} classes)"
-
-
-def load_landmark_predictor(path: str | Path, threads: int | None = None) -> LandmarkPredictor:
-    return LandmarkPredictor(path, threads)
 
 
 @dataclass
