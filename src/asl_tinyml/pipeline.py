@@ -112,19 +112,22 @@ def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path,
     ]
 
 
+def read_folds(run: Path, model: str, kind: str) -> list[dict[str, Any]] | None:
+    """The `folds.json` rows `compare` wrote for `model`'s `kind` folds in a run, or None."""
+    from .train import folds_dir
+
+    path = folds_dir(run, model, kind) / "folds.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def held_out_summary(run: Path) -> dict[str, dict[str, float | None]]:
     """Mean and worst held-out-source and held-out-person accuracy per model, from the folds `compare` wrote."""
     from .compare import held_out_figures
-    from .train import folds_dir
-
-    def read(model: str, kind: str) -> list[dict[str, Any]] | None:
-        path = folds_dir(run, model, kind) / "folds.json"
-        return json.loads(path.read_text()) if path.exists() else None
 
     out = {}
     for name, model, acc, per in (("fused", "fused", "accuracy", "per_person"), ("pixels", "convkan", "accuracy", "per_person"),
                                   ("landmarks", "landmark_fastkan", "end_to_end_accuracy", "per_person")):
-        source, person = read(model, "source"), read(model, "person")
+        source, person = read_folds(run, model, "source"), read_folds(run, model, "person")
         if source or person:
             out[name] = held_out_figures(source, person, acc, per)
     return out
@@ -134,16 +137,11 @@ def held_out_section(run: Path) -> list[str]:
     """The report's first table: leave-one-source-out and leave-people-out accuracy of the fused predictor,
     pixels alone and landmarks alone, from the folds `compare` wrote (a pointer to it when there are none)."""
     from .compare import person_accuracy
-    from .train import folds_dir
 
-    def read(model: str, kind: str) -> list[dict[str, Any]] | None:
-        path = folds_dir(run, model, kind) / "folds.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    source, person = read("fused", "source"), read("fused", "person")
+    source, person = read_folds(run, "fused", "source"), read_folds(run, "fused", "person")
     if not source or not person:
         return ["", "## New people and new sources", "",
-                f"Not measured in this run: `asl-tinyml compare --run {run}` trains the held-out folds (about 45 "
+                f"Not measured in this run: `asl-tinyml compare --run {run}` trains the held-out folds (about 50 "
                 "minutes on 2 cores) and chooses the fusion weight on held-out sources; run the pipeline again "
                 "afterwards to ship that weight."]
     lines = ["", "## New people and new sources (held out)", "",
