@@ -18,17 +18,8 @@ from torchvision.transforms import v2
 from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.preprocess import Cache, save_splits
-from asl_tinyml.train import (
-    HISTORY_COLUMNS,
-    augment_for,
-    build_augment,
-    build_mixup,
-    class_weights,
-    ema_model,
-    should_stop,
-    train,
-    train_folds,
-)
+from asl_tinyml.engine import HISTORY_COLUMNS, class_weights, ema_model, should_stop
+from asl_tinyml.train import augment_for, build_augment, build_mixup, fit_options, train, train_folds
 
 SIZE = 16
 CLASSES = ["a", "b", "c", "d"]
@@ -160,11 +151,12 @@ def test_default_out_dir_and_early_stopping(run: Path, tmp_path: Path) -> None:
 
 
 def test_early_stopping_waits_for_the_end_of_the_schedule() -> None:
-    assert not should_stop(40, 49, tiny_cfg(epochs=50, patience=10))  # the default runs the whole schedule
+    assert not should_stop(40, 49, fit_options(tiny_cfg(epochs=50, patience=10)))  # the default runs the whole schedule
     cfg = tiny_cfg(epochs=50, patience=10, early_stop_after=0.8)
-    assert not should_stop(10, 30, cfg) and not should_stop(25, 39, cfg)  # the high-lr phase: never
-    assert should_stop(10, 40, cfg) and not should_stop(9, 45, cfg)
-    assert should_stop(10, 11, cfg.replace(early_stop_after=0.0))
+    opts = fit_options(cfg)
+    assert not should_stop(10, 30, opts) and not should_stop(25, 39, opts)  # the high-lr phase: never
+    assert should_stop(10, 40, opts) and not should_stop(9, 45, opts)
+    assert should_stop(10, 11, fit_options(cfg.replace(early_stop_after=0.0)))
 
 
 def test_weight_average_warms_up_then_decays() -> None:
@@ -206,19 +198,19 @@ def test_seeded_runs_repeat_and_resume_continues(run: Path, tmp_path: Path, monk
     a, b = _state(tmp_path / "a" / "last.pt"), _state(tmp_path / "b" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    import asl_tinyml.train as train_module
+    import asl_tinyml.engine as engine
 
-    original = train_module._write_history
+    original = engine.write_history
 
     def interrupt_after_epoch_2(path: Path, rows: list) -> None:
         original(path, rows)
         if len(rows) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_write_history", interrupt_after_epoch_2)
+    monkeypatch.setattr(engine, "write_history", interrupt_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, tmp_path / "c", progress=False)
-    monkeypatch.setattr(train_module, "_write_history", original)
+    monkeypatch.setattr(engine, "write_history", original)
     assert torch.load(tmp_path / "c" / "last.pt", weights_only=True)["epoch"] == 2
     summary = train(cfg, run, tmp_path / "c", resume=True, progress=False)
     assert [int(r["epoch"]) for r in _history(tmp_path / "c" / "history.csv")] == [1, 2, 3]

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .config import Config, UserError
 from .inference import usable_cores
+from .progress import bar
 
 COLUMNS = [
     "name",
@@ -238,7 +238,7 @@ def bench(
         spec = {"images": str(Path(work) / "images.npy"), "runs": runs, "warmup": warmup, "batch_size": batch_size,
                 "seconds": seconds, "threads": threads}
         todo = [(i, path) for _ in range(max(1, rounds)) for i, (_, path) in enumerate(entries)]  # round-robin
-        for i, path in tqdm(todo, desc="bench", unit="model", leave=False):
+        for i, path in bar(todo, desc="bench", unit="model", leave=False):
             measured[i].append(_run_worker({**spec, "path": str(path)}))
     rows: list[dict[str, Any]] = []
     for (name, path), results in zip(entries, measured):

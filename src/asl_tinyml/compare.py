@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 from sklearn.metrics import f1_score
-from tqdm import tqdm
 
 from .config import Config, UserError
 from .preprocess import FOLD_KINDS, Cache, load_splits
+from .progress import bar
 
 PIXEL_MODELS = ("convkan", "fastkan", "efficientnet_lite0")
 LANDMARK, FUSED = "landmark_fastkan", "fused"
@@ -180,7 +180,7 @@ def comparison_table(run: Path, models: tuple[str, ...] = ALL_MODELS, pixel: str
         feats = np.random.default_rng(0).standard_normal((64, lm.session.get_inputs()[0].shape[1])).astype(np.float32)
         lm_ms = latency_ms(lambda i: lm.predict_proba(feats[i % 64 : i % 64 + 1]))
     pixel_ms: dict[str, float] = {}
-    for model in tqdm(models, desc="compare", unit="model", leave=False):
+    for model in bar(models, desc="compare", unit="model", leave=False):
         person = _read_json(folds_dir(run, model, "person") / "folds.json")
         source = _read_json(folds_dir(run, model, "source") / "folds.json")
         int8 = _int8_path(run, model)

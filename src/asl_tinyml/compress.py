@@ -19,16 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
+from torch.utils.data import DistributedSampler
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from .config import Config, UserError
+from .engine import FitOptions, class_weights, fit
+from .engine import evaluate as validate
 from .evaluate import evaluate
 from .export import FLOAT_CONVS, calibration_images, export_onnx, quantize_onnx
 from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
-from .train import augment_batch, augment_for, cache_tensors, class_weights, uint8_to_float
-from .train import evaluate as validate
+from .progress import bar
+from .train import augment_for, cache_tensors, pixel_batches, uint8_to_float
 
 SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.9)  # 0: the same fine-tune without pruning (the control)
 COLUMNS = [
@@ -83,38 +85,25 @@ def finetune(
     transform: v2.Compose | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """A short AdamW + cosine fine-tune on the train split (pruning masks or fake-quant observers kept), with
-    `transform` as augmentation (`run_augment(meta)`: the one the checkpoint was trained with; None: none);
-    keeps the weights of the epoch with the best validation macro-F1 and returns its validation metrics."""
+    """A short AdamW + cosine fine-tune (`engine.fit`) on the train split (pruning masks or fake-quant
+    observers kept), with `transform` as augmentation (`run_augment(meta)`: the one the checkpoint was trained
+    with; None: none); keeps the weights of the best validation macro-F1, the starting ones included, and
+    returns their validation metrics."""
     x_tr, y_tr = cache_tensors(cache, train_idx)
     x_va, y_va = cache_tensors(cache, val_idx)
     weights = class_weights(y_tr.numpy(), len(cache.classes))
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    steps = epochs * ((len(y_tr) + batch_size - 1) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    generator = torch.Generator().manual_seed(seed)
-    best = validate(model, x_va, y_va, loss_fn)
-    best_state = copy.deepcopy(model.state_dict())
-    for _ in tqdm(range(epochs), desc="fine-tune", unit="epoch", leave=False, disable=not progress):
-        model.train()
-        for idx in torch.randperm(len(y_tr), generator=generator).split(batch_size):
-            if len(idx) < 2:
-                continue
-            x = uint8_to_float(x_tr[idx])
-            if transform is not None:
-                x = augment_batch(x, transform)
-            loss = loss_fn(model(x), y_tr[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-        val = validate(model, x_va, y_va, loss_fn)
-        if val["macro_f1"] > best["macro_f1"]:
-            best, best_state = val, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return best
+    val = (uint8_to_float(x_va), y_va)
+    start = validate(model, *val, nn.CrossEntropyLoss(weight=weights))
+    start_state = copy.deepcopy(model.state_dict())
+    sampler = DistributedSampler(range(len(y_tr)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+    opts = FitOptions(epochs=epochs, lr=lr, schedule="cosine", grad_clip=1.0, seed=seed)
+    result = fit(model, pixel_batches(x_tr, y_tr, sampler, batch_size, transform, None), opts,
+                 steps_per_epoch=-(-len(y_tr) // batch_size), class_weight=weights, val=val, progress=progress,
+                 desc="fine-tune")
+    if result.best["val_macro_f1"] <= start["macro_f1"]:
+        model.load_state_dict(start_state)
+        return start
+    return {"loss": result.best["val_loss"], "acc": result.best["val_acc"], "macro_f1": result.best["val_macro_f1"]}
 
 
 def qat_available() -> bool:
@@ -244,7 +233,7 @@ def compress(
     transform = run_augment(meta)
     rows = [_row("original", "float32", 0.0, checkpoint, score(checkpoint, "original"), None)]
     ref = rows[0]
-    for amount in tqdm(sorted(sparsities), desc="prune", unit="level", disable=not progress):
+    for amount in bar(sorted(sparsities), progress=progress, desc="prune", unit="level"):
         name = f"pruned{round(amount * 100)}"
         pruned, _ = load_checkpoint(checkpoint)
         if amount > 0:

@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader
-from tqdm import tqdm
 
 from .config import Config, UserError, output_dir
 from .inference import (
@@ -45,6 +44,7 @@ from .inference import (
 )
 from .models import count_parameters, load_checkpoint
 from .preprocess import Cache, load_splits, to_float
+from .progress import bar
 
 OPSET = 18
 ARTIFACT_STEM = "asl_fastkan"
@@ -93,8 +93,7 @@ def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 def fold_input_scale(model: onnx.ModelProto) -> bool:
     """Fold `Conv(x * c)` into `Conv'(x)` with weights `c * W` (c a scalar constant), in place: the
-    uint8 -> [0, 1] scaling of a pixel model's input then costs nothing (about 6% of the int8 model's
-    time). Only when the product feeds one Conv alone and that Conv owns its weight; True when folded."""
+    uint8 -> [0, 1] scaling of a pixel model's input then costs no op of its own at run time. Only when the product feeds one Conv alone and that Conv owns its weight; True when folded."""
     graph = model.graph
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -178,7 +177,7 @@ def save_onnx(
 
 def minify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop inferred shapes and node names and give internal tensors short names (`t0`, `t1`, ...), in place:
-    a third of a tiny int8 model's bytes, and nothing a runtime reads. The input and output keep their names."""
+    bytes that no runtime reads. The input and output keep their names."""
     del model.graph.value_info[:]
     keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output} | {""}
     short: dict[str, str] = {}
@@ -282,9 +281,9 @@ def quantize_onnx(
     Runs `quant_pre_process` (shape inference + graph optimisation) first, keeps the metadata.
     `float_convs`: the first convolutions (and the input's transpose and cast before them) stay float
     (`float_prefix`). ONNX Runtime's int8 kernels are slower than its float ones on a 3-channel stem and
-    wide depthwise convolutions; for `convkan` the default 3 (stem, first depthwise, first pointwise:
-    under 1% of the weights) cut single-image latency by about a fifth on this CPU at the same macro-F1; batch
-    throughput stayed within noise (README, "Speed"). 0 quantizes every layer. `keep_head_float`: the
+    wide depthwise convolutions; for `convkan` the default 3 keeps the stem, the first depthwise and the
+    first pointwise conv float (under 1% of the weights; the latency measurements are in docs/experiments.md,
+    "Speed"). 0 quantizes every layer. `keep_head_float`: the
     element-wise ops after the global pooling stay float (`float_head`; the head's matrix weights stay int8).
     """
     import onnxruntime
@@ -391,7 +390,7 @@ def export_tflite(checkpoint: str | Path, out_path: str | Path, calibration_imag
     move_exported_model_to_eval(prepared)
     images = np.asarray(calibration_images, dtype=np.float32) / 255.0
     with torch.no_grad():
-        for i in tqdm(range(len(images)), desc="calibrate tflite", unit="img", leave=False):
+        for i in bar(range(len(images)), desc="calibrate tflite", unit="img", leave=False):
             prepared(torch.from_numpy(images[i : i + 1]))  # exported for batch 1
     quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
     allow_exported_model_train_eval(quantized)
@@ -591,7 +590,8 @@ def _default_calibration(meta: dict[str, Any]) -> Path:
 
 TFLITE_MISSING = (
     "no TFLite model: TFLite and the C headers for microcontrollers (model_data.h, labels.h, op_resolver.h) "
-    "were not built; install the converter with `pip install -e \".[tflite]\"` (README: TFLite) and export again"
+    "were not built; install the converter with `pip install -e \".[tflite]\"` (in its own environment: "
+    "docs/deploy.md) and export again"
 )
 
 
@@ -665,7 +665,7 @@ def _build_artifacts(
     """Every artifact of `export_all` in `tmp`, and the checks; raises UserError when the float export is off."""
     paths: dict[str, Path] = {"pt": tmp / f"{stem}.pt"}
     shutil.copyfile(checkpoint, paths["pt"])
-    steps = tqdm(total=4, desc="export", unit="step", leave=False)
+    steps = bar(total=4, desc="export", unit="step", leave=False)
     paths["onnx"] = export_onnx(checkpoint, tmp / f"{stem}.onnx")
     steps.update()
     paths["onnx_int8"] = quantize_onnx(paths["onnx"], tmp / f"{stem}_int8.onnx", calib, float_convs=float_convs)

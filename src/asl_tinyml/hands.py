@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from .config import UserError
 from .images import read_rgb
+from .progress import bar as progress_bar
 
 NUM_LANDMARKS = 21
 WRIST, THUMB_TIP, INDEX_MCP, INDEX_TIP, MIDDLE_MCP, MIDDLE_TIP, RING_MCP, RING_TIP, PINKY_MCP, PINKY_TIP = (
@@ -71,8 +71,8 @@ def quiet_native_stderr() -> Iterator[io.TextIOWrapper]:
 
 def attempts_for(pad_fraction: float = 0.5, retry: bool = True) -> list[tuple[float, int]]:
     """The (border, model_complexity) attempts: bordered with the full model, then (with `retry`) the lighter
-    model, then no border. Measured on 450 images: the border lifts Massey from 66% to 99% found, the lighter
-    model adds ~8 points on the alphabet frames, the unbordered retry a few more."""
+    model, then no border. The border is `pad_fraction` of the image's longer side on every side (`pad_image`);
+    it lets the palm detector find hands that fill the frame."""
     attempts = [(float(pad_fraction), 1)] + ([(float(pad_fraction), 0), (0.0, 1)] if retry else [])
     return list(dict.fromkeys(attempts))  # without a border to begin with, skip the duplicate retry
 
@@ -191,9 +191,8 @@ def extract_landmarks(
     rows: list[HandResult] = []
     seconds: list[float] = []
     with quiet_native_stderr() as stderr, HandDetector(attempts, min_detection_confidence) as detector:
-        bar = tqdm(
-            _images(items), total=len(items), desc="landmarks", unit="img",
-            disable=not progress, leave=False, file=stderr,
+        bar = progress_bar(
+            _images(items), progress=progress, total=len(items), desc="landmarks", unit="img", leave=False, file=stderr,
         )
         start = time.perf_counter()
         for image in bar:
@@ -241,8 +240,8 @@ def canonical_points(landmarks: np.ndarray, handedness: np.ndarray | int, mirror
 @dataclass(frozen=True)
 class FeatureRecipe:
     """How canonical points become the landmark model's input: coordinates without the (zero) wrist, x and y
-    only unless `depth` (MediaPipe's z; measured: leaving it out transfers better to new sources, see
-    docs/experiments.md), plus the 10 fingertip distances with `distances`. `mirror`: canonical points
+    only unless `depth` (MediaPipe's z; off by default, docs/experiments.md has the comparison), plus the 10
+    fingertip distances with `distances`. `mirror`: canonical points
     mirrored to one hand (`canonical_points`)."""
 
     mirror: bool = True
@@ -334,14 +333,14 @@ def detect_files(
     workers = max(1, min(workers or usable_cores(), len(files)))
     if workers == 1 or len(files) < 8:
         with quiet_native_stderr() as stderr, HandDetector(attempts, min_detection_confidence) as detector:
-            images = tqdm(_images(files), total=len(files), desc="hands", unit="img", disable=not progress,
+            images = progress_bar(_images(files), progress=progress, total=len(files), desc="hands", unit="img",
                           leave=False, file=stderr)
             return [detector.detect(im) if isinstance(im, np.ndarray) else HandResult(False) for im in images]
     context = multiprocessing.get_context("spawn")  # MediaPipe's graphs do not survive a fork
     with ProcessPoolExecutor(workers, context, initializer=_init_worker,
                              initargs=(attempts, min_detection_confidence)) as pool:
         results = pool.map(_detect_file, [str(f) for f in files], chunksize=16)
-        return list(tqdm(results, total=len(files), desc="hands", unit="img", disable=not progress, leave=False))
+        return list(progress_bar(results, progress=progress, total=len(files), desc="hands", unit="img", leave=False))
 
 
 @dataclass

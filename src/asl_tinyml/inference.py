@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 from scipy.special import softmax
-from tqdm import tqdm
 
 from .config import UserError
 from .preprocess import to_float
+from .progress import bar
 
 MODEL_EXTENSIONS = (".pt", ".onnx")
 ONNX_INPUT = "input"
@@ -91,7 +91,7 @@ class Predictor(ABC):
         starts = range(0, len(images), self.batch_size)
         out = [
             softmax(self._logits(self._prepare(images[i : i + self.batch_size])).astype(np.float64), axis=1)
-            for i in tqdm(starts, desc="predict", unit="batch", leave=False, disable=not progress or len(starts) < 2)
+            for i in bar(starts, progress=progress and len(starts) > 1, desc="predict", unit="batch", leave=False)
         ]
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -161,8 +161,8 @@ class OnnxPredictor(Predictor):
 
     The session itself runs on one thread; a batch of at least two images per core is cut into slices of
     at most `SLICE` images that `threads` workers run at once (`InferenceSession.run` is thread-safe and
-    releases the GIL). On these small convolutions ONNX Runtime's own intra-op threads gain 1.2x on two
-    cores, whole slices 1.5-1.7x; small slices keep each core's activations in its cache.
+    releases the GIL). On small convolutions whole slices per core use the cores better than ONNX Runtime's
+    intra-op threads splitting each layer, and small slices keep each core's activations in its cache.
     """
 
     SLICE = 16

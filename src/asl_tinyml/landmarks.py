@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
-from tqdm import tqdm
 
 from .answers import predict_in_kind
 from .config import UserError
@@ -26,6 +26,7 @@ from .hands import LEFT, NUM_LANDMARKS, RIGHT, FeatureRecipe, attempts_for, cach
 from .inference import LANDMARK_INPUT
 from .merge import file_sha256, read_manifest
 from .preprocess import Cache, grouped_split, load_splits
+from .progress import bar
 
 LANDMARKS_NAME = "landmarks.npz"
 
@@ -241,16 +242,6 @@ def augment_points(
     return out + noise * torch.randn(out.shape, generator=generator)
 
 
-def _scores(model: nn.Module, x: torch.Tensor, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    model.eval()
-    with torch.no_grad():
-        pred = model(x).argmax(1).numpy() if len(x) else np.zeros(0, dtype=np.int64)
-    return {
-        "acc": float(accuracy_score(y, pred)) if len(y) else float("nan"),
-        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)) if len(y) else float("nan"),
-    }, pred
-
-
 def train_landmark_model(
     points: np.ndarray,
     labels: np.ndarray,
@@ -270,54 +261,31 @@ def train_landmark_model(
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train `landmark_fastkan` on canonical points (class-weighted cross-entropy, AdamW, cosine schedule).
-
-    Keeps the weights of the epoch with the best validation macro-F1; returns (model in eval mode, history).
-    A compact loop because `train.train` batches pixel caches; the model itself is an ordinary registered one.
-    """
+    """Train `landmark_fastkan` on canonical points with `engine.fit` (class-weighted cross-entropy, AdamW,
+    one-cycle), each batch turned and stretched by `augment_points`. Keeps the weights of the epoch with the
+    best validation macro-F1 (stopping after `patience` epochs without one); returns (model in eval mode,
+    history)."""
+    from .engine import FitOptions, class_weights, fit
     from .models import create_model
-    from .train import class_weights
 
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     pts = torch.as_tensor(points, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    model = create_model(
-        "landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids
-    )
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(labels[train_idx], num_classes))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(1, -(-len(train_idx) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
-    x_val = recipe.features_torch(pts[val_idx])
-    best, best_state, history, stale = -1.0, None, [], 0
-    bar = tqdm(range(1, epochs + 1), desc="landmark_fastkan", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        order = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+    model = create_model("landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids)
+    train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        for idx in train_idx[torch.randperm(len(train_idx), generator=gen)].split(batch_size):
             batch = augment_points(pts[idx], gen) if augment else pts[idx]
-            loss = loss_fn(model(recipe.features_torch(batch)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        val, _ = _scores(model, x_val, labels[val_idx])
-        history.append({"epoch": epoch, "train_loss": total / len(train_idx)} | {f"val_{k}": v for k, v in val.items()})
-        bar.set_postfix(val_f1=f"{val['macro_f1']:.3f}")
-        if val["macro_f1"] > best:
-            best, stale = val["macro_f1"], 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval(), history
+            yield recipe.features_torch(batch), y[idx]
+
+    opts = FitOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed)
+    result = fit(model, batches, opts, steps_per_epoch=-(-len(train_idx) // batch_size),
+                 class_weight=class_weights(labels[np.asarray(train_idx)], num_classes),
+                 val=(recipe.features_torch(pts[val_idx]), y[val_idx]) if len(val_idx) else None, progress=progress,
+                 desc="landmark_fastkan")
+    return result.model, result.history
 
 
 def predict_points_proba(model: nn.Module, points: np.ndarray, recipe: FeatureRecipe = FeatureRecipe()) -> np.ndarray:
@@ -503,7 +471,7 @@ def landmark_folds(
         folds.append(Fold(SEQUENCE_SOURCE, images["train"], images["val"], shared))
     persons = person_ids(data.groups, data.sources)
     results = []
-    for fold in tqdm(folds, desc=f"{kind} folds", unit="fold", disable=not progress, leave=False):
+    for fold in bar(folds, progress=progress, desc=f"{kind} folds", unit="fold", leave=False):
         start = time.perf_counter()
         model, history = train_landmark_model(
             data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],

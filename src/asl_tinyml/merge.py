@@ -13,10 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, default_data_root, output_dir
 from .images import BadImageError, verify_image
+from .progress import bar
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ["source", "original_path", "merged_path", "class", "sha256", "width", "height", "group"]
@@ -225,7 +224,7 @@ def merge(
     if not dry_run:
         output_dir(out, "--out")
     try:
-        for cls, source_name, f in tqdm(plan, desc="merge", unit="img", leave=False):
+        for cls, source_name, f in bar(plan, desc="merge", unit="img", leave=False):
             if f.suffix.lower() not in IMAGE_EXTENSIONS:
                 report.skipped.append((str(f), f"not an image extension ({f.suffix or 'none'})"))
                 continue

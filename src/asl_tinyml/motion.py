@@ -31,6 +31,7 @@ import json
 import shutil
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .config import UserError
 from .hands import LEFT as MIRRORED_LABEL
@@ -461,17 +461,16 @@ def train_motion_model(
     progress: bool = False,
     **options: Any,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train `motion_fastkan` on `train_idx` windows of `data` (class-weighted cross-entropy, AdamW,
-    one-cycle); every batch is a fresh augmentation at one random length in [min_frames, max_frames], and
+    """Train `motion_fastkan` on `train_idx` windows of `data` with `engine.fit` (class-weighted cross-entropy,
+    AdamW, one-cycle); every batch is a fresh augmentation at one random length in [min_frames, max_frames], and
     (letters) some `j`/`z` windows take a static `i`/`d` handshape (`transplant_motion`; `TRANSPLANT`'s shares
     times `transplant`).
     `ema` > 0 keeps an exponential moving average of the weights (and BatchNorm statistics) and returns it.
     Returns (model in eval mode, per-epoch history). There is no validation set to select on: the
     held-out session is the test, so the last epoch is kept."""
-    from .train import class_weights
+    from .engine import FitOptions, class_weights, fit
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     index = {c: i for i, c in enumerate(classes)}
     y_all = np.array([index.get(str(c), -1) for c in data.labels])
     train_idx = np.asarray(train_idx)[y_all[train_idx] >= 0]
@@ -480,20 +479,13 @@ def train_motion_model(
     parts = split_parts(data.x)
     kind = data.kind
     model = make_model(kind, len(classes), **options)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_all[train_idx], len(classes)), label_smoothing=label_smoothing)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = -(-len(train_idx) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps))
-    history = []
     donors = {index[m]: (train_idx[data.labels[train_idx] == s], share * transplant, turn)
               for m, (s, share, turn) in TRANSPLANT.items() if kind == "letters" and m in index and s in index}
     donors = {k: v for k, v in donors.items() if len(v[0]) and v[1] > 0}
-    averaged = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema > 0 else None
-    bar = tqdm(range(1, epochs + 1), desc=f"motion {kind}", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(train_idx)
-        total = correct = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             if len(idx) < 2:  # BatchNorm needs two windows
@@ -505,28 +497,12 @@ def train_motion_model(
                 if len(chosen):
                     transplant_motion(rows, chosen, parts.right[rng.choice(pool, len(chosen))], rng, turn)
             batch, aspect = augment_parts(rows, frames, rng, aug)
-            xb = torch.as_tensor(sequence_features(batch, aspect, kind))
-            yb = torch.as_tensor(y_all[idx])
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if averaged is not None:
-                with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            averaged[k].mul_(ema).add_(v, alpha=1 - ema)
-                        else:
-                            averaged[k].copy_(v)
-            total += loss.item() * len(idx)
-            correct += float((logits.argmax(1) == yb).sum())
-        history.append({"epoch": epoch, "train_loss": total / len(order), "train_acc": correct / len(order)})
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}")
-    if averaged is not None:
-        model.load_state_dict(averaged)
-    return model.eval(), history
+            yield torch.as_tensor(sequence_features(batch, aspect, kind)), torch.as_tensor(y_all[idx])
+
+    opts = FitOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing, ema_decay=ema, seed=seed)
+    result = fit(model, batches, opts, steps_per_epoch=-(-len(train_idx) // batch_size),
+                 class_weight=class_weights(y_all[train_idx], len(classes)), progress=progress, desc=f"motion {kind}")
+    return result.model, result.history
 
 
 # --- metrics -----------------------------------------------------------------------------------------

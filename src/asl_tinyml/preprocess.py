@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .config import UserError, canonical_classes, output_dir
 from .hands import HandTable, cached_hands, hand_crop
 from .images import load_image, read_rgb
 from .merge import read_manifest
+from .progress import bar
 
 CACHE_NAME = "cache.npz"
 SPLITS_NAME = "splits.json"
@@ -108,7 +108,7 @@ def build_cache(
             return str(exc)
 
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(load, range(len(rows))), total=len(rows), desc="preprocess", unit="img", leave=False))
+        results = list(bar(pool.map(load, range(len(rows))), total=len(rows), desc="preprocess", unit="img", leave=False))
     keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
     skipped = [(rows[i]["merged_path"], str(r)) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
     if not keep:
