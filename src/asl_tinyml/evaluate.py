@@ -1,7 +1,8 @@
 """Evaluate a model file on a run's split or on any folder of class folders: metrics, figures, report.
 
 Labels are matched to the model by class name, so a model trained with `del`/`nothing` or without some
-classes is still scored correctly. Figures are PNGs drawn with matplotlib's object API (Agg canvas).
+classes is still scored correctly. This module computes the metrics and writes `metrics.json` and
+`report.md`; the PNG figures are drawn by `plots`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
-    auc,
     average_precision_score,
     classification_report,
     confusion_matrix,
     f1_score,
     log_loss,
-    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
-    roc_curve,
     top_k_accuracy_score,
 )
 
@@ -33,6 +31,7 @@ from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, output_dir
 from .fusion import HandInputs, SignPredictor, load_sign_predictor
 from .inference import Predictor
 from .merge import find_class_dirs, read_manifest
+from .plots import plot_confusion, plot_errors, plot_per_class_f1, plot_pr, plot_roc, plot_training_curves
 from .preprocess import CACHE_NAME, Cache, load_splits
 
 GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final"}
@@ -268,189 +267,6 @@ def worst_classes(metrics: dict[str, Any], k: int = N_WORST) -> list[tuple[str, 
     """The `k` classes with the lowest F1 among those with test images."""
     rows = [(c, v) for c, v in metrics["per_class"].items() if v["support"] > 0]
     return sorted(rows, key=lambda cv: (cv[1]["f1"], cv[1]["support"]))[:k]
-
-
-# --- figures -------------------------------------------------------------------------------------------
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure  # no pyplot: no global state, rendered by the Agg canvas
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (recall on the diagonal) over the classes present in the data."""
-    import seaborn as sns
-
-    cm = np.asarray(cm, dtype=float)
-    present = np.flatnonzero(cm.sum(axis=1) + cm.sum(axis=0) > 0)
-    cm = cm[np.ix_(present, present)]
-    names = [classes[i] for i in present]
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    annot = np.where(norm >= 0.05, np.vectorize(lambda v: f"{100 * v:.0f}")(norm), "")
-    side = max(5.0, 0.3 * len(names) + 2.5)
-    fig = _figure(side + 1.2, side)
-    ax = fig.add_subplot()
-    sns.heatmap(
-        norm, ax=ax, cmap="Blues", vmin=0, vmax=1, square=True, annot=annot, fmt="",
-        annot_kws={"fontsize": 6 if len(names) > 20 else 8}, linewidths=0.3, linecolor="#eeeeee",
-        xticklabels=names, yticklabels=names, cbar_kws={"label": "fraction of the true class", "shrink": 0.6},
-    )
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.tick_params(axis="both", labelsize=8, length=0)
-    ax.tick_params(axis="y", labelrotation=0)
-    ax.tick_params(axis="x", labelrotation=0)
-    ax.set_title(title or "Normalised confusion matrix (cells in %, blanks < 5%)")
-    fig.savefig(path)
-    return path
-
-
-def _curve_plot(
-    y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path, kind: str, title: str
-) -> Path | None:
-    """One-vs-rest ROC or PR curves: every class thin and grey, the worst classes in colour, micro and macro bold.
-
-    None (no figure) when no class has both positive and negative images (one class, or one image).
-    """
-    labels = np.array(sorted(_one_vs_rest(y_true, proba, np.unique(y_true))), dtype=np.int64)
-    if len(labels) == 0:
-        return None
-    curves, scores = {}, {}
-    for c in labels:
-        positive = y_true == c
-        if kind == "roc":
-            x, y, _ = roc_curve(positive, proba[:, c])
-            scores[c] = auc(x, y)
-        else:
-            y, x, _ = precision_recall_curve(positive, proba[:, c])
-            scores[c] = average_precision_score(positive, proba[:, c])
-        curves[c] = (x, y)
-    fig = _figure(9.8, 6.0)
-    ax = fig.add_subplot()
-    metric = "AUC" if kind == "roc" else "AP"
-    for c in labels:
-        ax.plot(*curves[c], color="0.7", lw=0.6, alpha=0.7)
-    ax.plot([], [], color="0.7", lw=0.6, label=f"each class ({len(labels)})")
-    onehot = (y_true[:, None] == labels[None, :]).ravel()
-    flat = proba[:, labels].ravel()
-    if kind == "roc":
-        x, y, _ = roc_curve(onehot, flat)
-        micro = auc(x, y)
-        grid = np.linspace(0, 1, 501)
-        mean_y = np.mean([np.interp(grid, *curves[c]) for c in labels], axis=0)
-    else:
-        y, x, _ = precision_recall_curve(onehot, flat)
-        micro = average_precision_score(onehot, flat)
-        grid = np.linspace(0, 1, 501)
-        # precision as a function of recall, taking the best precision at recall >= r (interpolated PR)
-        mean_y = np.mean(
-            [np.array([curves[c][1][curves[c][0] >= r].max() for r in grid]) for c in labels], axis=0
-        )
-    if len(labels):
-        ax.plot(x, y, color="black", lw=2, label=f"micro-average ({metric} = {micro:.3f})")
-        ax.plot(grid, mean_y, color="tab:blue", lw=2, ls="--",
-                label=f"macro-average (mean {metric} = {np.mean(list(scores.values())):.3f})")
-    worst = sorted(labels, key=lambda c: scores[c])[:N_WORST]
-    palette = ["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink"]
-    for c, color in zip(worst, palette):
-        ax.plot(*curves[c], color=color, lw=1.4, label=f"class {classes[c]!r} ({metric} = {scores[c]:.3f})")
-    if kind == "roc":
-        ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls=":")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(-0.01, 1), ylim=(0, 1.01))
-    else:
-        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # outside: curves stay visible
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.savefig(path)
-    return path
-
-
-def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
-    return _curve_plot(y_true, proba, classes, path, "roc", "One-vs-rest ROC curves (worst 5 classes in colour)")
-
-
-def plot_pr(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
-    return _curve_plot(y_true, proba, classes, path, "pr", "One-vs-rest precision-recall curves (worst 5 in colour)")
-
-
-def plot_per_class_f1(metrics: dict[str, Any], path: Path) -> Path:
-    """Horizontal bars of per-class F1, worst first, with support in the labels."""
-    rows = sorted(metrics["per_class"].items(), key=lambda cv: cv[1]["f1"])
-    fig = _figure(6.5, max(3.0, 0.2 * len(rows) + 1.2))
-    ax = fig.add_subplot()
-    f1 = [v["f1"] for _, v in rows]
-    colors = ["tab:red" if v < 0.5 else "tab:orange" if v < 0.8 else "tab:blue" for v in f1]
-    ax.barh(range(len(rows)), f1, color=colors)
-    ax.set_yticks(range(len(rows)), [f"{c} (n={v['support']})" for c, v in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(metrics["macro_f1"], color="black", ls="--", lw=1, label=f"macro F1 = {metrics['macro_f1']:.3f}")
-    ax.set(xlim=(0, 1), xlabel="F1")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("F1 per class (worst at the top)")
-    fig.savefig(path)
-    return path
-
-
-def plot_errors(
-    images: np.ndarray, y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path, k: int = 24
-) -> Path | None:
-    """The `k` most confident mistakes, titled `true -> predicted (probability)`."""
-    y_pred = proba.argmax(axis=1)
-    wrong = np.flatnonzero(y_pred != y_true)
-    if len(wrong) == 0:
-        return None
-    wrong = wrong[np.argsort(-proba[wrong, y_pred[wrong]])][:k]
-    cols = min(8, len(wrong))
-    rows = -(-len(wrong) // cols)
-    fig = _figure(1.4 * cols, 1.6 * rows + 0.4)
-    for j, i in enumerate(wrong):
-        ax = fig.add_subplot(rows, cols, j + 1)
-        ax.imshow(images[i])
-        ax.set_title(f"{classes[y_true[i]]} → {classes[y_pred[i]]} ({proba[i, y_pred[i]]:.2f})", fontsize=8)
-        ax.axis("off")
-    fig.suptitle("Most confident mistakes: true → predicted (probability)", fontsize=10)
-    fig.savefig(path)
-    return path
-
-
-def plot_training_curves(history_csv: Path, path: Path) -> Path | None:
-    """Loss, accuracy and macro-F1 per epoch from a trainer's `history.csv`; None when it holds no epoch."""
-    import pandas as pd
-    from matplotlib.ticker import MaxNLocator
-
-    try:
-        h = pd.read_csv(history_csv)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-    if "epoch" not in h or h.empty:
-        return None
-    panels = [
-        ("loss", [("train_loss", "train"), ("val_loss", "validation")]),
-        ("accuracy", [("train_acc", "train"), ("val_acc", "validation")]),
-        ("macro F1", [("train_macro_f1", "train"), ("val_macro_f1", "validation")]),
-    ]
-    panels = [(t, [(c, lab) for c, lab in cols if c in h]) for t, cols in panels]
-    panels = [p for p in panels if p[1]]
-    if not panels:
-        return None
-    fig = _figure(4.2 * len(panels), 3.6)
-    best = int(h["epoch"][h["val_macro_f1"].idxmax()]) if "val_macro_f1" in h and h["val_macro_f1"].notna().any() else None
-    for j, (title, cols) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), j + 1)
-        for col, label in cols:
-            ax.plot(h["epoch"], h[col], marker="o" if len(h) < 20 else None, ms=3, label=label)
-        if best is not None:
-            ax.axvline(best, color="0.4", ls=":", lw=1, label=f"best val F1 (epoch {best})")
-        ax.set(xlabel="epoch", title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if title != "loss":
-            ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Training curves ({history_csv})", fontsize=9)
-    fig.savefig(path)
-    return path
 
 
 def find_history(model_path: Path, train_dir: str | Path | None = None) -> Path | None:

@@ -93,7 +93,8 @@ def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 def fold_input_scale(model: onnx.ModelProto) -> bool:
     """Fold `Conv(x * c)` into `Conv'(x)` with weights `c * W` (c a scalar constant), in place: the
-    uint8 -> [0, 1] scaling of a pixel model's input then costs no op of its own at run time. Only when the product feeds one Conv alone and that Conv owns its weight; True when folded."""
+    uint8 -> [0, 1] scaling of a pixel model's input then costs no op of its own at run time. Only when the
+    product feeds one Conv alone and that Conv owns its weight; True when folded."""
     graph = model.graph
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:

@@ -1,8 +1,9 @@
 """Fused prediction: the hand-landmark model where MediaPipe finds a hand, the pixel model everywhere.
 
 Where a hand is found the two models' probabilities are blended as a weighted geometric mean,
-p ~ p_landmark^w * p_pixel^(1 - w), with `w` chosen on a validation split; where no hand is found the
-pixel model decides alone. So one number covers every image and a missed detection costs what it costs.
+p ~ p_landmark^w * p_pixel^(1 - w), with `w` chosen on held-out folds (`fused_folds`; else
+`Config.fusion_weight`) and recorded in the landmark model file; where no hand is found the pixel model
+decides alone. So one number covers every image and a missed detection costs what it costs.
 Landmarks generalise to new signers (no background, no skin tone), pixels cover the images where the
 palm detector fails; the blend also lets a confident model overrule an unsure one.
 """

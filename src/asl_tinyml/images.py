@@ -100,8 +100,7 @@ def open_image(src: str | Path | BinaryIO | bytes, max_pixels: int | None = MAX_
 def to_rgb(im: Image.Image) -> Image.Image:
     """Upright RGB: EXIF rotation applied; grayscale, palette, CMYK and alpha (over black) converted.
 
-    An upright RGB image is returned as it is, not copied: each full-size copy of a 16-megapixel photo
-    costs 48 MB (two of them tripled the memory of decoding one).
+    An upright RGB image is returned as it is, not copied: a full-size copy of a 16-megapixel photo is 48 MB.
     """
     if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         im = ImageOps.exif_transpose(im)

@@ -832,7 +832,7 @@ def export_motion(checkpoint: str | Path, models_dir: str | Path, data: Sequence
 
 
 def _plot_confusion(metrics: dict[str, Any], path: Path, title: str) -> Path | None:
-    from .evaluate import plot_confusion
+    from .plots import plot_confusion
 
     if not metrics.get("confusion"):
         return None
@@ -1135,7 +1135,7 @@ def plot_trajectories(data_path: str | Path, path: str | Path, letters: tuple[st
                       per_letter: int = 6, seed: int = 0) -> Path:
     """The fingertip paths of a few recordings per letter (pinky tip for `j` and `i`, index tip otherwise),
     relative to their mean and in palm sizes, image y downwards: `j` and `z` travel, a static letter stays."""
-    from .evaluate import _figure
+    from .plots import new_figure as _figure
 
     data = load_sequences(data_path)
     parts = split_parts(data.x)

@@ -70,8 +70,8 @@ class ServeSettings:
     max_upload_bytes: int = 8 * MIB  # POST /predict request body
     max_frame_bytes: int = 1 * MIB  # one WebSocket frame
     max_fps: float = 20.0  # frames per second accepted from one WebSocket client; the rest are dropped
-    # decoded image size, checked from the header: a 12-megapixel phone photo passes; a 61 KB PNG of 63
-    # megapixels (the file-reading guard) cost 400 MB and 1.5 s to decode, and a webcam frame is under 1
+    # decoded image size, checked from the header before decoding: a 12-megapixel phone photo passes, a webcam
+    # frame is under 1 megapixel; a small file may declare far more pixels (a PNG bomb) and is refused (413)
     max_pixels: int = 16_000_000
     max_decodes: int = 2  # images decoded at once (each up to ~4 bytes x max_pixels); the rest wait their turn
     threads: int | None = 1  # inference threads per call (requests run in parallel on a thread pool)

@@ -13,8 +13,8 @@ That port keeps TensorFlow's conventions, and so does this model:
   BatchNorm statistics fit natural images measurably worse, so it is not used.
 * inputs scaled to [-1, 1] as `(pixel - 127) / 128` (the TF Lite builder's MEAN_RGB 127 / STDDEV_RGB 128;
   timm's pretrained config for these weights says mean = std = 0.5), *not* the ImageNet mean/std of
-  lukemelas's README: with the ImageNet statistics the stem's pre-BatchNorm variance on natural images is
-  about 4.5x the checkpoint's running variance, with [-1, 1] it matches.
+  lukemelas's README: with [-1, 1] inputs the stem's pre-BatchNorm variance on natural images matches the
+  checkpoint's running variance, with the ImageNet statistics it does not.
 
 Inputs arrive as float32 NCHW in [0, 1] like every model here; the normalisation (and, with `input_size`, a
 bilinear resize to the native side) happens inside `forward`, so training, ONNX export and inference need
@@ -93,7 +93,7 @@ def convert_state_dict(
 
 def build_timm_lite0(num_classes: int, dropout: float = 0.2) -> nn.Module:
     """timm's TF-compatible EfficientNet-Lite0, randomly initialised (no download: pretrained=False)."""
-    import timm  # imported here: ~1 s, and only this model needs it
+    import timm  # imported here: slow to import, and only this model needs it
 
     return timm.create_model(TIMM_ARCH, pretrained=False, num_classes=num_classes, drop_rate=dropout)
 

@@ -31,8 +31,7 @@ class TemporalBlock(nn.Module):
 class MotionFastKAN(nn.Module):
     """Per-frame projection -> `blocks` temporal blocks -> mean+max over time -> FastKAN `[2C, hidden, classes]`.
 
-    About `in_features * channels + blocks * channels^2 + 2 * channels * num_grids * hidden` weights: the
-    shipped letters and words models have about 43k parameters (57 KB as int8 ONNX).
+    About `in_features * channels + blocks * channels^2 + 2 * channels * num_grids * hidden` weights.
     """
 
     input_kind = "motion"

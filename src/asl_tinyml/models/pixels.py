@@ -60,15 +60,16 @@ CONVKAN_V1 = {"channels": [24, 48, 96, 192], "pool_first": False}  # the default
 
 
 class ConvKAN(nn.Module):
-    """A depthwise-separable conv stem (two residual blocks at 4x4) feeding a small FastKAN head.
+    """A depthwise-separable conv stem feeding a small FastKAN head `[channels[-1], hidden, num_classes]`.
 
-    Defaults (157k parameters) were measured on the group-split test set (README, "Results"): a 16-channel
-    stem that pools before each pointwise conv (`pool_first`) scores the same macro-F1 as the earlier
-    (24, 48, 96, 192) stem without it (0.940 both; Massey's unseen signer 0.838 vs 0.778) and trains and
-    runs faster (int8 ONNX about 1.4x the images per second). Patchifying stems (`stem_stride=4`,
-    `stem_pool`) and stride-2 depthwise convs instead of max-pooling (`strided`: in that many leading
-    blocks) were faster still but lost 2-3 points, most of them on the alphabet source. `mid_blocks` adds residual
-    blocks at the second-to-last width (8x8 for 64x64 inputs); one scored 0.951 against the default's 0.961.
+    The stem is a 3x3 conv (stride `stem_stride`; above 2, non-overlapping `stem_stride` patches), optionally
+    max-pooled (`stem_pool`), then one depthwise-separable block per step of `channels`, each halving the
+    size. `mid_blocks` residual blocks run before the last of them, at its input (8x8 for 64x64 inputs), and
+    `tail_blocks` residual blocks after it (4x4); a global average pool feeds the head through dropout.
+    `pool_first` max-pools between each block's depthwise and pointwise conv, so the pointwise conv
+    runs on a quarter of the pixels; `strided` downsamples that many leading blocks with a stride-2
+    depthwise conv instead of pooling. The defaults (about 157k parameters for 37 classes) and the
+    measurements behind each option are in docs/experiments.md.
     """
 
     def __init__(
