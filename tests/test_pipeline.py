@@ -10,15 +10,33 @@ from asl_tinyml.cli import main
 from asl_tinyml.inference import load_predictor
 from asl_tinyml.preprocess import Cache
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def test_study_flag_reaches_the_pipeline(monkeypatch):
+    import asl_tinyml.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda cfg: seen.append(cfg) or "report")
+    assert main(["pipeline", "--study"]) == 0 and main(["pipeline"]) == 0
+    assert [c.study for c in seen] == [True, False]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["pipeline", "--quick", "--out", "run"]) == 0
+    out, err = capsys.readouterr()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| convkan |" in report and "| fastkan (baseline) |" in report
     assert "## Compression" in report and "## Speed" in report
+    # sized for a main job: the baseline is benchmarked untrained, int8 without the pruning sweep; it says so
+    assert "not trained in the main job" in report and "`asl-tinyml pipeline --study`" in report
+    assert "| baseline |" in report and "| pruned" not in report and "| int8 |" in report
+    assert "`asl-tinyml compare --run run`" in report and "| **total** |" in report
+    # a log, not a terminal: a plain line per stage, no progress bars
+    assert "== merge" in out and "== bench done in" in out
+    assert "it/s]" not in err and "img/s]" not in err and "epoch/s]" not in err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "weighted_f1", "params", "train_seconds", "per_source"} <= set(metrics)
     assert metrics["params"] < 250_000

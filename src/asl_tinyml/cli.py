@@ -659,6 +659,8 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/default, runs/quick with --quick)")
     p.add_argument("--merged", type=Path, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast slice for smoke tests")
+    p.add_argument("--study", action="store_true", default=None,
+                   help="the full study: also train the baseline, sweep pruning levels, five bench rounds")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")
@@ -668,7 +670,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    cfg = _config(args, epochs=args.epochs, model=args.model)
+    cfg = _config(args, epochs=args.epochs, model=args.model, study=args.study)
     if args.quick:  # a self-contained slice: merged data and artifacts stay inside the run folder
         cfg = cfg.quick_mode()
     run = args.out or (Path("runs/quick") if args.quick else Path(cfg.run_dir))

@@ -119,24 +119,24 @@ class Config:
     test_fraction: float = 0.1
     # model and training
     model: str = "convkan"
-    epochs: int = 40  # the pixel model decides only where no hand is found (docs/experiments.md)
+    epochs: int = 25  # pixel model epochs (the main job's; `fold_epochs` for the held-out folds)
     batch_size: int = 64
-    lr: float = 3e-3  # OneCycle peak; measured: 1e-3 gave test macro-F1 0.891 vs 0.933 at 3e-3 (README)
+    lr: float = 3e-3  # OneCycle peak learning rate (docs/experiments.md compares others)
     weight_decay: float = 1e-4
     patience: int = 10
-    early_stop_after: float = 1.0  # no early stop before this fraction of `epochs` (train.should_stop; measured)
+    early_stop_after: float = 1.0  # no early stop before this fraction of `epochs` (engine.should_stop)
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.999  # validate and save an exponential moving average of the weights; 0 turns it off
     augment: bool = True
-    color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]; measured: 0.5 worse
-    rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30); measured: 9 worse (README)
-    random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing); measured: 0.25 worse (README)
+    color_jitter: float = 0.3  # brightness, contrast, saturation factors in [1 - j, 1 + j]
+    rand_augment: int = 0  # > 0: two v2.RandAugment ops of this magnitude (0-30)
+    random_erasing: float = 0.0  # chance of erasing a rectangle (v2.RandomErasing)
     hue: float = 0.0  # hue shift in [-hue, hue] (white balance); off: it triples the augmentation time
     blur: float = 0.3  # chance of a Gaussian blur (v2.GaussianBlur; focus, motion)
     noise: float = 0.2  # chance of sensor noise (v2.GaussianNoise)
     jpeg: float = 0.3  # chance of JPEG compression at quality 30-90 (v2.JPEG; webcam and phone uploads)
-    mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp); measured: 0.2 worse
+    mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp)
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # hand landmarks and the fused predictor
     landmark_epochs: int = 150
@@ -146,7 +146,9 @@ class Config:
     # leave-one-source-out chose, scoring answers kept to letters or digits (docs/experiments.md)
     no_hand_threshold: float = 0.5  # below this top probability, a photo without a detected hand is "no hand found"
     # pipeline: baseline, compression, export
-    baseline: str | None = "fastkan"  # trained and measured side by side; None skips it
+    study: bool = False  # the pipeline's full study: train the baseline, sweep `sparsities`, `bench_rounds` rounds;
+    # off (the main job): the baseline is benchmarked untrained, int8 only, one bench round
+    baseline: str | None = "fastkan"  # measured side by side (trained with `study`); None skips it
     baseline_epochs: int = 15
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
     finetune_epochs: int = 3
@@ -161,7 +163,7 @@ class Config:
     quick: bool = False
     # motion: j, z and words from landmark sequences (asl_tinyml.motion)
     sequences_dir: str | None = None  # letters.npz / words.npz; None: $ASL_TINYML_SEQUENCES or ../shared/sequences/sign_sequences
-    motion_epochs: int = 20  # measured: 20 and 30 epochs alike on the held-out sessions (docs/experiments.md)
+    motion_epochs: int = 20  # epochs of each motion model (folds and shipped)
     motion_limit: int | None = None  # at most N windows per class and session (quick runs)
 
     @classmethod

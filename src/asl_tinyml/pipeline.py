@@ -63,6 +63,28 @@ def train_and_evaluate(cfg: Config, run: Path, model: str, epochs: int) -> tuple
     return summary, metrics
 
 
+def checkpoint_classes(path: str | Path) -> list[str]:
+    """The class names a checkpoint was trained on."""
+    import torch
+
+    return list(torch.load(path, map_location="cpu", weights_only=True)["meta"]["classes"])
+
+
+def untrained_baseline(cfg: Config, run: Path, classes: list[str]) -> tuple[Path, int]:
+    """The baseline's architecture with its initial weights, saved for the bench (speed and size do not
+    depend on the weights): the main job measures the baseline's cost without spending minutes training it.
+    Returns (checkpoint path, parameter count)."""
+    from .models import count_parameters, create_model, save_checkpoint
+    from .train import model_options
+
+    options = model_options(str(cfg.baseline), cfg.image_size)
+    model = create_model(str(cfg.baseline), len(classes), **options)
+    path = run / "train" / str(cfg.baseline) / "untrained.pt"
+    save_checkpoint(path, model, {"model": cfg.baseline, "model_options": options, "classes": classes,
+                                  "image_size": cfg.image_size, "trained": False})
+    return path, count_parameters(model)
+
+
 def ship_qat_if_needed(compress_rows: list[dict[str, Any]], int8_path: Path) -> str:
     """Ship the quantization-aware int8 model instead of the post-training one when compress made one.
 
@@ -207,6 +229,18 @@ def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
     return lines, out
 
 
+def skipped_note(cfg: Config, run: Path) -> list[str]:
+    """What this run left out and the command that runs it (empty when nothing was left out)."""
+    left = []
+    if not cfg.study:
+        left.append(f"the full study: the baseline trained ({cfg.baseline_epochs} epochs), the pruning sweep "
+                    f"({', '.join(f'{s:.0%}' for s in cfg.sparsities)}) and {cfg.bench_rounds} bench rounds: "
+                    "`asl-tinyml pipeline --study` (about 15 minutes more on 2 cores)")
+    if read_folds(run, "fused", "source") is None:
+        left.append(f"the held-out folds (new people, new sources): `asl-tinyml compare --run {run}` (about 50 minutes)")
+    return ["", "Not in this run: " + "; ".join(left) + "."] if left else []
+
+
 def run_pipeline(cfg: Config) -> str:
     """Run every stage; writes `RUN/report.md` (and `RUN/metrics.json`) and returns the report text."""
     from .bench import bench, bench_images, write_bench
@@ -237,13 +271,17 @@ def run_pipeline(cfg: Config) -> str:
         summary, metrics = train_and_evaluate(cfg, run, cfg.model, cfg.epochs)
     rows = [_model_row(cfg.model, summary, metrics)]
     baseline_ckpt = None
-    if cfg.baseline:
+    if cfg.baseline and cfg.study:
         with _stage(f"train + evaluate {cfg.baseline} (baseline)", timings):
             b_summary, b_metrics = train_and_evaluate(cfg, run, cfg.baseline, cfg.baseline_epochs)
         rows.append(_model_row(f"{cfg.baseline} (baseline)", b_summary, b_metrics))
         baseline_ckpt = b_summary["checkpoint"]
+    elif cfg.baseline:
+        baseline_ckpt, b_params = untrained_baseline(cfg, run, checkpoint_classes(summary["checkpoint"]))
+        rows.append(f"| {cfg.baseline} (baseline) | {b_params:,} | – | – | not trained in the main job (its speed is in "
+                    f"Speed): `asl-tinyml pipeline --study` trains it for {cfg.baseline_epochs} epochs | | | | |")
     with _stage("compress", timings):
-        compressed = compress(summary["checkpoint"], run, run / "compress", sparsities=cfg.sparsities,
+        compressed = compress(summary["checkpoint"], run, run / "compress", sparsities=cfg.sparsities if cfg.study else [],
                               finetune_epochs=cfg.finetune_epochs, seed=cfg.seed, float_convs=cfg.int8_float_convs)
     with _stage("export", timings):
         exported = export_all(summary["checkpoint"], cfg.models_dir, calibration=run, float_convs=cfg.int8_float_convs)
@@ -253,7 +291,7 @@ def run_pipeline(cfg: Config) -> str:
         paths = exported["paths"]
         bench_models = [paths[k] for k in ("pt", "onnx", "onnx_int8") if k in paths]
         images = bench_images(run, cfg.image_size)
-        rows_bench = bench(bench_models, images, baseline=baseline_ckpt, rounds=cfg.bench_rounds)
+        rows_bench = bench(bench_models, images, baseline=baseline_ckpt, rounds=cfg.bench_rounds if cfg.study else 1)
         write_bench(rows_bench, run / "bench")
 
     landmark_rows: list[str] = []
@@ -312,6 +350,8 @@ def run_pipeline(cfg: Config) -> str:
         "| stage | seconds |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in timings.items()),
+        f"| **total** | **{sum(timings.values()):.1f}** |",
+        *skipped_note(cfg, run),
     ]
     text = "\n".join(lines) + "\n"
     (run / "report.md").write_text(text)
