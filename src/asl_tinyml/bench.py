@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, UserError
-from .inference import usable_cores
+from .config import Config, UserError, usable_cores
 from .progress import bar
 
 COLUMNS = [

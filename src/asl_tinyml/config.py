@@ -77,6 +77,14 @@ def default_data_root() -> Path | None:
 def default_sequences_dir() -> Path | None:
     """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` (letters.npz, words.npz)."""
     return _shared_folder("ASL_TINYML_SEQUENCES", "sequences", "sign_sequences")
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells, else `os.cpu_count()`)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def _is_type(value: Any, hint: Any) -> bool:
     """Whether a YAML value fits a Config field's annotation (int, float, bool, str, list[...], X | None)."""
     args = typing.get_args(hint)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .config import UserError
+from .config import UserError, usable_cores
 from .images import read_rgb
 from .progress import bar as progress_bar
 
@@ -327,7 +327,6 @@ def detect_files(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from .inference import usable_cores
 
     attempts = list(attempts_for() if attempts is None else attempts)
     workers = max(1, min(workers or usable_cores(), len(files)))

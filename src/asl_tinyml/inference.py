@@ -9,7 +9,6 @@ in the graph); older exports with a float NCHW input still load.
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from .config import UserError
+from .config import UserError, usable_cores
 from .preprocess import to_float
 from .progress import bar
 
@@ -128,14 +127,6 @@ class TorchPredictor(Predictor):
 
         with torch.no_grad():
             return self.model(torch.from_numpy(batch)).numpy()
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS tells, else `os.cpu_count()`)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def open_session(
