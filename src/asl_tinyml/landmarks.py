@@ -274,8 +274,9 @@ def train_landmark_model(
     model = create_model("landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids)
     train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
 
+    gen = torch.Generator().manual_seed(seed)  # one stream over the epochs: orders and augmentation
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         for idx in train_idx[torch.randperm(len(train_idx), generator=gen)].split(batch_size):
             batch = augment_points(pts[idx], gen) if augment else pts[idx]
             yield recipe.features_torch(batch), y[idx]

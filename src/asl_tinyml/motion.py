@@ -483,8 +483,9 @@ def train_motion_model(
               for m, (s, share, turn) in TRANSPLANT.items() if kind == "letters" and m in index and s in index}
     donors = {k: v for k, v in donors.items() if len(v[0]) and v[1] > 0}
 
+    rng = np.random.default_rng(seed)  # one stream over the epochs: orders, lengths, transplants, augmentation
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(train_idx)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
