@@ -127,7 +127,7 @@ class Config:
     test_fraction: float = 0.1
     # model and training
     model: str = "convkan"
-    epochs: int = 25  # pixel model epochs (the main job's; `fold_epochs` for the held-out folds)
+    epochs: int = 30  # pixel model epochs (the main job's; `fold_epochs` for the held-out folds)
     batch_size: int = 64
     lr: float = 3e-3  # OneCycle peak learning rate (docs/experiments.md compares others)
     weight_decay: float = 1e-4
