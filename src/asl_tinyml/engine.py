@@ -190,10 +190,9 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, loss_
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    """`history.csv`: one row per epoch."""
-    columns = [c for c in HISTORY_COLUMNS if rows and c in rows[0]] + [c for c in (rows[0] if rows else {}) if c not in HISTORY_COLUMNS]
+    """`history.csv`: one row per epoch (`HISTORY_COLUMNS`, less the validation ones when there is none)."""
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else HISTORY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
 

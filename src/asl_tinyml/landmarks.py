@@ -22,6 +22,7 @@ from torch import nn
 
 from .answers import predict_in_kind
 from .config import UserError
+from .engine import write_history
 from .hands import LEFT, NUM_LANDMARKS, RIGHT, FeatureRecipe, attempts_for, cached_hands, canonical_points
 from .inference import LANDMARK_INPUT
 from .merge import file_sha256, read_manifest
@@ -383,7 +384,7 @@ def save_landmark_model(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "best.pt", model, meta)
-    pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+    write_history(out_dir / "history.csv", history)
     return out_dir / "best.pt"
 
 
