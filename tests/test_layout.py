@@ -65,3 +65,4 @@ def test_no_import_cycle_in_the_package() -> None:
     graph = package_imports()
     assert graph["train"] >= {"engine", "preprocess"} and "engine" in graph["landmarks"]  # the graph is read
     assert cycles(graph) == []
+

@@ -11,7 +11,6 @@ from asl_tinyml.inference import load_predictor
 from asl_tinyml.preprocess import Cache
 
 
-
 def test_study_flag_reaches_the_pipeline(monkeypatch):
     import asl_tinyml.pipeline as pipeline
 

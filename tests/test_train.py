@@ -17,8 +17,8 @@ from torchvision.transforms import v2
 
 from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
-from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.engine import HISTORY_COLUMNS, class_weights, ema_model, should_stop
+from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.train import augment_for, build_augment, build_mixup, fit_options, train, train_folds
 
 SIZE = 16

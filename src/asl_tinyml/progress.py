@@ -1,7 +1,9 @@
-"""Progress bars for long steps: drawn on a terminal, left out of logs and pipes (tqdm's automatic mode)."""
+"""Progress bars for long steps: drawn on a terminal or in a notebook, left out of logs and pipes (tqdm's
+automatic mode)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,6 +11,10 @@ from tqdm import tqdm
 
 
 def bar(iterable: Iterable[Any] | None = None, *, progress: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar that draws only when stderr is a terminal (`disable=None`) and never when `progress` is off;
-    a stage's plain start and end lines (`pipeline`) stand in for it in a log."""
-    return tqdm(iterable, disable=None if progress else True, **kwargs)
+    """A tqdm bar that draws when stderr is a terminal (`disable=None`) or in a Jupyter kernel, and never when
+    `progress` is off; a stage's plain start and end lines (`pipeline`) stand in for it in a log."""
+    if not progress:
+        disable: bool | None = True
+    else:
+        disable = False if "ipykernel" in sys.modules else None
+    return tqdm(iterable, disable=disable, **kwargs)
