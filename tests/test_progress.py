@@ -20,7 +20,17 @@ def test_progress_bars_draw_on_a_terminal_only(monkeypatch) -> None:
     off = Terminal()
     list(bar(range(3), file=off, progress=False))
     assert off.getvalue() == ""
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a notebook kernel: drawn in the cell
+    import types
+
+    class ZMQInteractiveShell:  # IPython's shell in a Jupyter kernel
+        pass
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))  # imported, not a kernel: a log
+    quiet = io.StringIO()
+    list(bar(range(3), file=quiet))
+    assert quiet.getvalue() == ""
+    kernel = types.SimpleNamespace(get_ipython=ZMQInteractiveShell)
+    monkeypatch.setitem(sys.modules, "IPython", kernel)  # a notebook kernel: drawn in the cell
     notebook = io.StringIO()
     list(bar(range(3), file=notebook))
     assert "3/3" in notebook.getvalue()

@@ -16,5 +16,12 @@ def bar(iterable: Iterable[Any] | None = None, *, progress: bool = True, **kwarg
     if not progress:
         disable: bool | None = True
     else:
-        disable = False if "ipykernel" in sys.modules else None
+        disable = False if in_notebook() else None
     return tqdm(iterable, disable=disable, **kwargs)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's shell there is a `ZMQInteractiveShell`)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"

@@ -94,8 +94,8 @@ def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
 
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of a uint8 NCHW tensor, in eval mode, batch by batch (returned on the CPU)."""
-    return torch.cat([predict(model, uint8_to_float(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]) \
-        if len(images) else torch.empty(0)
+    chunks = [predict(model, uint8_to_float(images[i : i + batch_size]), batch_size) for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0)
 
 
 def cache_tensors(cache: Cache, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
