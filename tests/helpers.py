@@ -1,10 +1,13 @@
-"""Helpers the tests share: generated images."""
+"""Helpers the tests share: generated images, the WebSocket error exchange."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -19,3 +22,12 @@ def write_image(path: Path, color: tuple[int, int, int] = (200, 50, 50), size: t
         im = im.convert(mode)
     im.save(path, format=fmt)
     return path
+
+
+def websocket_error(ws: Any, message: str) -> dict[str, Any]:
+    """Send one text message on an open `/ws` (its hello already read) and return the error reply, checked to be
+    strict JSON (no NaN or Infinity) of type `error`."""
+    ws.send_text(message)
+    reply = json.loads(ws.receive_text(), parse_constant=lambda c: pytest.fail(f"reply is not valid JSON: {c}"))
+    assert reply["type"] == "error", reply
+    return reply

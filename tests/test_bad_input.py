@@ -32,7 +32,7 @@ from asl_tinyml.images import BadImageError, ImageTooLargeError, load_image
 from asl_tinyml.merge import MANIFEST, read_manifest
 from asl_tinyml.models import create_model, save_checkpoint
 
-from .helpers import write_image
+from .helpers import websocket_error, write_image
 from .tiny_model import CLASSES, SIZE, make_run, trained_checkpoint
 
 pytest.importorskip("httpx2", reason="the test client needs httpx2 (pip install httpx2)")
@@ -549,10 +549,8 @@ def test_websocket_hostile_messages_get_an_error_and_the_socket_stays_usable(
 ) -> None:
     with client.websocket_connect("/ws") as ws:
         ws.receive_json()
-        ws.send_text(message)
-        raw = ws.receive_text()
-        reply = json.loads(raw, parse_constant=lambda c: pytest.fail(f"reply is not valid JSON: {c}"))
-        assert reply["type"] == "error" and reply["code"] == code and words in reply["error"], reply
+        reply = websocket_error(ws, message)
+        assert reply["code"] == code and words in reply["error"], reply
         ws.send_text(frame_message(id=3))
         ok = ws.receive_json()
         assert ok["type"] == "prediction" and ok["id"] == 3

@@ -26,6 +26,8 @@ from asl_tinyml.models import create_model, save_checkpoint
 from asl_tinyml.serve import RateLimiter, ServeSettings, create_app, run_server, top_k
 from asl_tinyml.spelling import SpellingConfig, apply_label
 
+from .helpers import websocket_error
+
 CLASSES = ["a", "b", "c", "l", "space", "del", "nothing"]
 SIZE = 16
 OPTIONS = {"channels": [4, 8], "hidden": 8}
@@ -234,9 +236,8 @@ def test_malformed_websocket_messages_get_an_error_and_the_socket_stays_usable(
 ) -> None:
     with client.websocket_connect("/ws") as ws:
         ws.receive_json()
-        ws.send_text(message)
-        reply = ws.receive_json()
-        assert reply["type"] == "error" and reply["code"] == code and words in reply["error"]
+        reply = websocket_error(ws, message)
+        assert reply["code"] == code and words in reply["error"], reply
         ws.send_bytes(b"\x00\x01 binary garbage")
         assert ws.receive_json()["code"] == "bad_image"
         ws.send_bytes(image_bytes())

@@ -63,13 +63,6 @@ def train_and_evaluate(cfg: Config, run: Path, model: str, epochs: int) -> tuple
     return summary, metrics
 
 
-def checkpoint_classes(path: str | Path) -> list[str]:
-    """The class names a checkpoint was trained on."""
-    import torch
-
-    return list(torch.load(path, map_location="cpu", weights_only=True)["meta"]["classes"])
-
-
 def untrained_baseline(cfg: Config, run: Path, classes: list[str]) -> tuple[Path, int]:
     """The baseline's architecture with its initial weights, saved for the bench (speed and size do not
     depend on the weights): the main job measures the baseline's cost without spending minutes training it.
@@ -277,7 +270,7 @@ def run_pipeline(cfg: Config) -> str:
         rows.append(_model_row(f"{cfg.baseline} (baseline)", b_summary, b_metrics))
         baseline_ckpt = b_summary["checkpoint"]
     elif cfg.baseline:
-        baseline_ckpt, b_params = untrained_baseline(cfg, run, checkpoint_classes(summary["checkpoint"]))
+        baseline_ckpt, b_params = untrained_baseline(cfg, run, list(metrics["classes"]))
         rows.append(f"| {cfg.baseline} (baseline) | {b_params:,} | – | – | not trained in the main job (its speed is in "
                     f"Speed): `asl-tinyml pipeline --study` trains it for {cfg.baseline_epochs} epochs | | | | |")
     with _stage("compress", timings):
