@@ -32,6 +32,7 @@ def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
     # sized for a main job: the baseline is benchmarked untrained, int8 without the pruning sweep; it says so
     assert "not trained in the main job" in report and "`asl-tinyml pipeline --study`" in report
     assert "| baseline |" in report and "| pruned" not in report and "| int8 |" in report
+    assert "| asl_fastkan_int8.onnx |" in report and "| asl_fastkan.onnx |" not in report  # the shipped file alone
     assert "`asl-tinyml compare --run run`" in report and "| **total** |" in report
     # a log, not a terminal: a plain line per stage, no progress bars
     assert "== merge" in out and "== bench done in" in out

@@ -660,7 +660,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--merged", type=Path, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast slice for smoke tests")
     p.add_argument("--study", action="store_true", default=None,
-                   help="the full study: also train the baseline, sweep pruning levels, five bench rounds")
+                   help="the full study: also train the baseline, sweep pruning levels, bench every format, five rounds")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")

@@ -154,8 +154,8 @@ class Config:
     # leave-one-source-out chose, scoring answers kept to letters or digits (docs/experiments.md)
     no_hand_threshold: float = 0.5  # below this top probability, a photo without a detected hand is "no hand found"
     # pipeline: baseline, compression, export
-    study: bool = False  # the pipeline's full study: train the baseline, sweep `sparsities`, `bench_rounds` rounds;
-    # off (the main job): the baseline is benchmarked untrained, int8 only, one bench round
+    study: bool = False  # the pipeline's full study: train the baseline, sweep `sparsities`, bench every format for
+    # `bench_rounds` rounds; off (the main job): the untrained baseline against the shipped int8 file, 3 rounds
     baseline: str | None = "fastkan"  # measured side by side (trained with `study`); None skips it
     baseline_epochs: int = 15
     sparsities: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.9])
