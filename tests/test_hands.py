@@ -17,7 +17,7 @@ from asl_tinyml.config import UserError
 from asl_tinyml.evaluate import compute_metrics
 from asl_tinyml.fusion import load_sign_predictor
 from asl_tinyml.hands import NUM_LANDMARKS, HandResult, HandTable, cached_hands, hand_box, hand_crop
-from asl_tinyml.landmarks import SEQUENCE_SOURCE, augment_points, export_landmark_onnx, sequence_points
+from asl_tinyml.landmarks import augment_points, export_landmark_onnx
 from asl_tinyml.models import create_model, save_checkpoint
 
 from .tiny_model import CLASSES, OPTIONS, SIZE
@@ -95,26 +95,6 @@ def test_twin_aware_accuracy_counts_a_handshape_twin_as_right() -> None:
     m = compute_metrics(y_true, y_pred, None, classes, np.array(["s"] * 4))
     assert m["accuracy"] == 0.25 and m["twin_aware_accuracy"] == 0.75
     assert m["per_source"]["s"]["twin_aware_accuracy"] == 0.75
-
-
-def test_sequence_frames_become_canonical_static_letters(tmp_path: Path) -> None:
-    n, frames = 4, 20
-    x = np.zeros((n, frames, 126), np.float16)
-    rng = np.random.default_rng(0)
-    hand = rng.uniform(0.3, 0.7, (21, 3)).astype(np.float16)
-    x[0, :, 63:126] = hand.reshape(-1)  # right-hand slot
-    x[1, :, 0:63] = hand.reshape(-1)  # left-hand slot only
-    x[2, :, 63:126] = hand.reshape(-1)  # a moving letter: skipped
-    path = tmp_path / "letters.npz"
-    np.savez(path, x=x, label=np.array(["a", "a", "j", "b"]), session=np.array(["cam", "dan", "cam", "cam"]),
-             source_path=np.array(["p"] * n))
-    points, labels, groups, found = sequence_points(path, ["a", "b", "j"], frames=(6, 12))
-    assert len(points) == 6 and labels.tolist() == [0, 0, 0, 0, 1, 1]  # 2 frames of a, a, b; j left out
-    assert groups.tolist()[:2] == [f"{SEQUENCE_SOURCE}:session-cam"] * 2 and groups[2] == f"{SEQUENCE_SOURCE}:session-dan"
-    assert found.tolist() == [True] * 4 + [False] * 2  # b's recording has no hand: zeros, not found
-    assert np.allclose(points[0, 0], 0) and np.allclose(points[1], points[0], atol=1e-3)  # wrist origin; frames alike
-    # the right-hand slot keeps its x; the left-hand slot is mirrored into a right hand
-    assert np.allclose(points[0, 1:, 0], -points[2, 1:, 0], atol=1e-3)
 
 
 def test_viewpoint_augmentation_turns_the_hand_without_changing_its_shape() -> None:

@@ -57,15 +57,35 @@ def test_canonical_points_put_the_wrist_at_the_origin_with_unit_palm():
     assert np.allclose(np.linalg.norm(pts[:, list(PALM_MCPS)], axis=2).mean(axis=1), 1.0, atol=1e-5)
 
 
-def test_the_other_hand_is_mirrored_onto_the_same_features():
+def test_the_label_mirror_maps_the_other_hand_onto_the_same_features():
     lm = _hands(5, seed=3)
     mirrored = lm.copy()
     mirrored[..., 0] = 1.0 - mirrored[..., 0]  # the same pose by the other hand, in image coordinates
-    same = normalize_landmarks(lm, LEFT)
-    np.testing.assert_allclose(normalize_landmarks(mirrored, RIGHT), same, atol=1e-5)
-    assert not np.allclose(normalize_landmarks(mirrored, LEFT), same, atol=1e-3)  # unmirrored they differ
+    same = normalize_landmarks(lm, LEFT, mirror=True)
+    np.testing.assert_allclose(normalize_landmarks(mirrored, RIGHT, mirror=True), same, atol=1e-5)
+    assert not np.allclose(normalize_landmarks(mirrored, LEFT, mirror=True), same, atol=1e-3)  # unmirrored they differ
     unmirrored = normalize_landmarks(mirrored, RIGHT, mirror=False)
     np.testing.assert_allclose(unmirrored, normalize_landmarks(mirrored, LEFT, mirror=False))
+
+
+def test_the_handedness_free_model_gives_a_hand_and_its_mirror_image_one_answer():
+    import torch
+
+    recipe = FeatureRecipe()  # the default: points as seen, the model symmetric
+    assert not recipe.mirror and recipe.symmetric
+    lm = _hands(6, seed=4)
+    mirrored = lm.copy()
+    mirrored[..., 0] = 1.0 - mirrored[..., 0]
+    torch.manual_seed(0)
+    model = create_model("landmark_fastkan", 37, in_features=recipe.size, mirror_dims=recipe.mirror_dims).eval()
+    a, b = normalize_landmarks(lm, RIGHT), normalize_landmarks(mirrored, LEFT)  # MediaPipe's label is ignored
+    assert not np.allclose(a, b, atol=1e-3)
+    with torch.no_grad():
+        out_a, out_b = model(torch.from_numpy(a)), model(torch.from_numpy(b))
+    torch.testing.assert_close(out_a, out_b, atol=1e-5, rtol=1e-5)
+    asymmetric = create_model("landmark_fastkan", 37, in_features=recipe.size).eval()
+    with torch.no_grad():
+        assert not torch.allclose(asymmetric(torch.from_numpy(a)), asymmetric(torch.from_numpy(b)), atol=1e-4)
 
 
 def test_feature_vector_shape_and_single_hand_input():
@@ -82,7 +102,8 @@ def test_feature_vector_shape_and_single_hand_input():
 def test_feature_recipes_round_trip_and_old_files_keep_their_depth():
     recipe = FeatureRecipe(depth=False)
     assert FeatureRecipe.from_meta(recipe.to_meta()) == recipe
-    assert FeatureRecipe.from_meta({"mirror": True, "distances": True}).depth  # written before `depth` existed
+    old = FeatureRecipe.from_meta({"mirror": True, "distances": True})  # written before `depth` and `symmetric`
+    assert old.depth and old.mirror and not old.symmetric
 
 
 def test_pad_image_adds_a_black_border_of_the_given_fraction():

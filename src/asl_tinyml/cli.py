@@ -418,6 +418,8 @@ def _add_landmarks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loso", action="store_true", help="then leave one source out with landmark_fastkan")
     p.add_argument("--sequences", type=Path, default=None,
                    help="a letters.npz whose static letters also train the model (default: the shared sequences)")
+    p.add_argument("--keypoints", type=Path, default=None,
+                   help="the keypoint collection's letters.npz, also trained on (default: the shared asl_keypoints)")
     p.add_argument("--export", type=Path, default=None, metavar="DIR",
                    help="then write asl_landmarks.onnx and asl_landmarks_int8.onnx of the trained model into DIR")
     p.add_argument("--fusion-weight", type=FRACTION, default=None,
@@ -447,12 +449,13 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
                                     retry=not args.no_retry)
         print(f"wrote {path}")
     print(format_detection_report(args.run))
-    sequences = args.sequences or Config().landmark_sequences_path()
+    options = {**Config().landmark_options(), "epochs": args.epochs, "seed": args.seed}
+    options.update({k: v for k, v in (("sequences", args.sequences), ("keypoints", args.keypoints)) if v})
     if args.train:
-        metrics = train_landmarks(args.run, sequences=sequences, epochs=args.epochs, seed=args.seed)
+        metrics = train_landmarks(args.run, **options)
         print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source", "held_out_sessions")}, indent=1))
     for kind in ["person"] * args.lopo + ["source"] * args.loso:
-        for row in landmark_folds(args.run, kind, sequences=sequences, epochs=args.epochs, seed=args.seed):
+        for row in landmark_folds(args.run, kind, **options):
             print(f"held-out {kind} {row['fold']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "
                   f"detection {row['detection_rate']:.3f}  end-to-end {row['end_to_end_accuracy']:.3f}")
     if args.export:

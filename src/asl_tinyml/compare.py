@@ -128,13 +128,12 @@ def ensure_landmark_and_fused(cfg: Config, run: Path, pixel: str = "convkan", pr
 
     if not (run / LANDMARKS_NAME).exists():
         raise UserError(f"no {run / LANDMARKS_NAME}; run `asl-tinyml landmarks --run {run}` first (MediaPipe)")
-    sequences = cfg.landmark_sequences_path()
+    options = cfg.landmark_options()
     if not (run / "train" / LANDMARK / "best.pt").exists():
-        train_landmarks(run, sequences=sequences, seed=cfg.seed, progress=progress, epochs=cfg.landmark_epochs)
+        train_landmarks(run, progress=progress, **options)
     for kind in FOLD_KINDS:
         if not (folds_dir(run, LANDMARK, kind) / "folds.json").exists():
-            landmark_folds(run, kind, sequences=sequences, person_folds=cfg.person_folds, seed=cfg.seed,
-                           progress=progress, epochs=cfg.landmark_epochs)
+            landmark_folds(run, kind, person_folds=cfg.person_folds, progress=progress, **options)
     for kind in FOLD_KINDS:
         if not (folds_dir(run, FUSED, kind) / "folds.json").exists():
             fused_folds(run, kind, pixel, person_folds=cfg.person_folds)

@@ -74,6 +74,11 @@ def default_data_root() -> Path | None:
     return _shared_folder("ASL_TINYML_DATA", "datasets")
 
 
+def default_keypoints_file() -> Path | None:
+    """`$ASL_TINYML_KEYPOINTS`, else `../shared/landmarks/asl_keypoints/letters.npz` (the keypoint collection)."""
+    return _shared_folder("ASL_TINYML_KEYPOINTS", "landmarks", "asl_keypoints", "letters.npz")
+
+
 def default_sequences_dir() -> Path | None:
     """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` (letters.npz, words.npz)."""
     return _shared_folder("ASL_TINYML_SEQUENCES", "sequences", "sign_sequences")
@@ -147,9 +152,12 @@ class Config:
     mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp)
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # hand landmarks and the fused predictor
-    landmark_epochs: int = 150
+    landmark_epochs: int = 40
     landmark_sequences: str | None = None  # a letters.npz whose static letters also train the landmark model;
     # None: letters.npz in `sequences_dir` when present; "" turns them off
+    landmark_keypoints: str | None = None  # the keypoint collection's letters.npz (many people's webcams), also
+    # trained on; None: $ASL_TINYML_KEYPOINTS or ../shared/landmarks/asl_keypoints/letters.npz; "" turns it off
+    landmark_group_cap: int = 60  # rows of one (person or group, class) an epoch of the landmark model takes at most
     fusion_weight: float = 0.8  # landmark weight of the shipped pair unless `compare` chose one for the run: what
     # leave-one-source-out chose, scoring answers kept to letters or digits (docs/experiments.md)
     no_hand_threshold: float = 0.5  # below this top probability, a photo without a detected hand is "no hand found"
@@ -204,7 +212,7 @@ class Config:
             if not _is_type(value, hints[f.name]):
                 raise UserError(f"config key {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
         positive = ("image_size", "frame_block", "epochs", "batch_size", "patience", "bench_rounds", "fold_epochs",
-                    "transfer_epochs", "baseline_epochs", "finetune_epochs")
+                    "transfer_epochs", "baseline_epochs", "finetune_epochs", "landmark_group_cap")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
@@ -250,6 +258,18 @@ class Config:
             return Path(self.landmark_sequences)
         root = Path(self.sequences_dir) if self.sequences_dir else default_sequences_dir()
         return root / "letters.npz" if root is not None and (root / "letters.npz").exists() else None
+
+    def landmark_keypoints_path(self) -> Path | None:
+        """The keypoint collection the landmark model also trains on, or None."""
+        if self.landmark_keypoints == "":
+            return None
+        path = Path(self.landmark_keypoints) if self.landmark_keypoints is not None else default_keypoints_file()
+        return path if path is not None and path.exists() else None
+
+    def landmark_options(self) -> dict[str, Any]:
+        """The landmark-only sources and sampling every landmark-model training of this config uses."""
+        return {"sequences": self.landmark_sequences_path(), "keypoints": self.landmark_keypoints_path(),
+                "group_cap": self.landmark_group_cap, "seed": self.seed, "epochs": self.landmark_epochs}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

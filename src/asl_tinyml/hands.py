@@ -241,21 +241,33 @@ def canonical_points(landmarks: np.ndarray, handedness: np.ndarray | int, mirror
 class FeatureRecipe:
     """How canonical points become the landmark model's input: coordinates without the (zero) wrist, x and y
     only unless `depth` (MediaPipe's z; off by default, docs/experiments.md has the comparison), plus the 10
-    fingertip distances with `distances`. `mirror`: canonical points
-    mirrored to one hand (`canonical_points`)."""
+    fingertip distances with `distances`.
 
-    mirror: bool = True
+    Handedness: with `symmetric` (the default) points are taken as seen and the model averages itself over a
+    hand and its mirror image (`mirror_dims`), so no left/right label is needed; `mirror` instead flips hands
+    by MediaPipe's label (`canonical_points`), as models from before the keypoint collection did."""
+
+    mirror: bool = False
     distances: bool = True
     depth: bool = False
+    symmetric: bool = True
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any] | None) -> FeatureRecipe:
-        """The recipe a model file records; files from before `depth` existed used z."""
+        """The recipe a model file records; files from before `depth` existed used z, those from before
+        `symmetric` mirrored by MediaPipe's label."""
         meta = meta or {}
-        return cls(bool(meta.get("mirror", True)), bool(meta.get("distances", True)), bool(meta.get("depth", True)))
+        return cls(bool(meta.get("mirror", True)), bool(meta.get("distances", True)), bool(meta.get("depth", True)),
+                   bool(meta.get("symmetric", False)))
 
     def to_meta(self) -> dict[str, bool]:
-        return {"mirror": self.mirror, "distances": self.distances, "depth": self.depth}
+        return {"mirror": self.mirror, "distances": self.distances, "depth": self.depth, "symmetric": self.symmetric}
+
+    @property
+    def mirror_dims(self) -> list[int]:
+        """Feature positions a left/right mirror negates (the points' x); empty unless `symmetric`."""
+        step = 3 if self.depth else 2
+        return list(range(0, (NUM_LANDMARKS - 1) * step, step)) if self.symmetric else []
 
     @property
     def size(self) -> int:

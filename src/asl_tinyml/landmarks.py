@@ -26,8 +26,9 @@ from .engine import write_history
 from .hands import LEFT, NUM_LANDMARKS, RIGHT, FeatureRecipe, attempts_for, cached_hands, canonical_points
 from .inference import LANDMARK_INPUT
 from .merge import file_sha256, read_manifest
-from .preprocess import Cache, grouped_split, load_splits
+from .preprocess import Cache, Fold, grouped_split, load_splits
 from .progress import bar
+from .sources import HandSet, keypoint_hands, sequence_hands
 
 LANDMARKS_NAME = "landmarks.npz"
 
@@ -141,7 +142,8 @@ def format_detection_report(run_dir: str | Path) -> str:
 # --- training ----------------------------------------------------------------------------------------
 @dataclass
 class LandmarkData:
-    """A run's landmark set: canonical points for every cache row, with labels, sources, groups and `found`."""
+    """A run's landmark set: canonical points for every cache row, with labels, sources, groups and `found`,
+    then the rows of the landmark-only sources (`sources.HandSet`s), split by group like the images."""
 
     points: np.ndarray  # (N, 21, 3) canonical (zeros where no hand was found)
     labels: np.ndarray
@@ -153,65 +155,74 @@ class LandmarkData:
     n_images: int  # rows [0, n_images) are the run's cache rows; the rest come from landmark-only sources
 
 
-SEQUENCE_SOURCE = "sign_sequences"  # the landmark-only source: static letters of the webcam recordings
-SEQUENCE_FRAMES = (6, 12, 18)  # frames taken from each 20-frame recording (frame 0 may precede the sign)
-SEQUENCE_ASPECT = 0.75  # height / width of the recordings' webcam frames (measured: 4:3 transfers best)
-MOVING = ("j", "z", "idle")  # not static handshapes
+def extra_hands(classes: list[str], sequences: str | Path | None = None, keypoints: str | Path | None = None) -> list[HandSet]:
+    """The landmark-only sources that exist among `sequences` (a `letters.npz`) and `keypoints` (the keypoint
+    collection's `letters.npz`), restricted to `classes`."""
+    out = []
+    if keypoints is not None and Path(keypoints).exists():
+        out.append(keypoint_hands(keypoints, classes))
+    if sequences is not None and Path(sequences).exists():
+        out.append(sequence_hands(sequences, classes))
+    return out
 
 
-def sequence_points(
-    path: str | Path, classes: list[str], frames: tuple[int, ...] = SEQUENCE_FRAMES, aspect: float = SEQUENCE_ASPECT,
-    mirror: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical points of the static letters in a `letters.npz` of the shared sequences layout: (points
-    (N, 21, 3), labels (N,), groups (N,) `sign_sequences:session-<name>`, found (N,)), `frames` of each
-    recording of a class in `classes` (not j, z, idle). The right-hand slot is preferred; Holistic's slots
-    name the person's hands, so the right one is not mirrored (measured against the image-trained model).
-    """
-    with np.load(path, allow_pickle=False) as z:
-        x, label, session = z["x"], z["label"].astype(str), z["session"].astype(str)
-    keep = np.isin(label, classes) & ~np.isin(label, MOVING)
-    frames = tuple(f for f in frames if f < x.shape[1])
-    x = x[keep][:, frames].astype(np.float32)
-    right = x[..., 63:126].reshape(*x.shape[:2], NUM_LANDMARKS, 3)
-    left = x[..., 0:63].reshape(*x.shape[:2], NUM_LANDMARKS, 3)
-    has_right = np.abs(right).sum(axis=(2, 3)) > 0
-    pts = np.where(has_right[..., None, None], right, left).reshape(-1, NUM_LANDMARKS, 3)
-    pts[:, :, 1] *= aspect  # x, y are fractions of the width and height; make them one unit
-    hand = np.where(has_right.reshape(-1), LEFT, RIGHT)  # Hands' labels assume a mirrored image
-    found = np.abs(pts).sum(axis=(1, 2)) > 0
-    points = canonical_points(pts, hand, mirror)
-    points[~found] = 0.0
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.repeat([index[c] for c in label[keep]], len(frames))
-    groups = np.repeat([f"{SEQUENCE_SOURCE}:session-{s}" for s in session[keep]], len(frames))
-    return points, labels.astype(np.int64), groups, found
-
-
-def load_landmark_data(run_dir: str | Path, mirror: bool = True, sequences: str | Path | None = None) -> LandmarkData:
-    """`cache.npz` + `landmarks.npz` + `splits.json` of a run, landmarks canonicalised; its first `n_images`
-    rows are the cache's. With `sequences` (a `letters.npz`), their static letters follow as the source
-    `sign_sequences`, split by session like any other source (`preprocess.grouped_split`)."""
+def load_landmark_data(run_dir: str | Path, mirror: bool = False, sequences: str | Path | None = None,
+                       keypoints: str | Path | None = None) -> LandmarkData:
+    """`cache.npz` + `landmarks.npz` + `splits.json` of a run, landmarks canonicalised (flipped by MediaPipe's
+    label only with `mirror`); its first `n_images` rows are the cache's. The landmark-only sources
+    (`extra_hands`) follow, each split by group (`preprocess.grouped_split`)."""
     cache = Cache.load(run_dir)
     lm = LandmarkCache.load(run_dir, cache)
     points = canonical_points(lm.landmarks, lm.handedness, mirror)
     points[~lm.found] = 0.0
-    data = LandmarkData(
-        points, cache.labels, cache.classes, cache.sources, cache.groups, lm.found, load_splits(run_dir, len(cache)),
-        len(cache),
-    )
-    if sequences is None or not Path(sequences).exists():
-        return data
-    s_points, s_labels, s_groups, s_found = sequence_points(sequences, cache.classes, mirror=mirror)
-    s_sources = np.full(len(s_labels), SEQUENCE_SOURCE)
-    s_splits = grouped_split(s_labels, s_groups, s_sources)
     n = len(cache)
-    return LandmarkData(
-        np.concatenate([data.points, s_points]), np.concatenate([data.labels, s_labels]), data.classes,
-        np.concatenate([data.sources.astype(str), s_sources]), np.concatenate([data.groups.astype(str), s_groups]),
-        np.concatenate([data.found, s_found]), {k: np.concatenate([v, s_splits[k] + n]) for k, v in data.splits.items()},
-        n,
-    )
+    parts = [HandSet(points, lm.found, cache.labels, cache.groups.astype(str), cache.sources.astype(str))]
+    splits = {k: [v] for k, v in load_splits(run_dir, n).items()}
+    offset = n
+    for extra in extra_hands(cache.classes, sequences, keypoints):
+        index = {c: i for i, c in enumerate(cache.classes)}
+        labels = np.array([index[c] for c in extra.labels], np.int64)
+        for k, v in grouped_split(labels, extra.groups, extra.sources).items():
+            splits[k].append(v + offset)
+        parts.append(HandSet(extra.points, extra.found, labels, extra.groups, extra.sources))
+        offset += len(extra)
+    every = HandSet.concat(parts)
+    return LandmarkData(every.points, every.labels.astype(np.int64), cache.classes, every.sources, every.groups,
+                        every.found, {k: np.concatenate(v) for k, v in splits.items()}, n)
+
+
+def sampling_units(groups: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """What `balanced_rows` caps: the person where one is known (`preprocess.person_ids`: a signer, the alphabet
+    source's one person, a keypoint repository, a session), else the group (a video segment, a digits block)."""
+    from .preprocess import person_ids
+
+    persons = person_ids(groups, sources)
+    return np.where(persons != "", persons, np.asarray(groups).astype(str))
+
+
+def balanced_rows(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, cap: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """One epoch's rows: at most `cap` of each (group, class), drawn afresh each call, so one large group
+    (a repository of 20,000 rows) weighs like a few signers rather than drowning them."""
+    rows = np.asarray(rows)
+    keys = np.unique(np.char.add(np.char.add(groups[rows].astype(str), "|"), labels[rows].astype(str)),
+                     return_inverse=True)[1]
+    order = torch.randperm(len(rows), generator=generator).numpy()
+    rank = np.empty(len(rows), np.int64)  # each row's place within its (group, class) in this epoch's order
+    sorted_keys = keys[order]
+    by_key = np.argsort(sorted_keys, kind="stable")
+    starts = np.searchsorted(sorted_keys[by_key], sorted_keys[by_key], side="left")
+    rank[order[by_key]] = np.arange(len(rows)) - starts
+    chosen = rows[rank < cap]
+    return torch.as_tensor(chosen[torch.randperm(len(chosen), generator=generator).numpy()], dtype=torch.long)
+
+
+def epoch_labels(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, cap: int) -> np.ndarray:
+    """The labels of one `balanced_rows` epoch (their counts, in label order): its size and class weights."""
+    rows = np.asarray(rows)
+    pairs, counts = np.unique(np.stack([groups[rows].astype(str), labels[rows].astype(str)], axis=1), axis=0,
+                              return_counts=True)
+    return np.repeat(pairs[:, 1].astype(labels.dtype), np.minimum(counts, cap))
 
 
 def _rotation(axis: int, angle: torch.Tensor) -> torch.Tensor:
@@ -250,41 +261,50 @@ def train_landmark_model(
     val_idx: np.ndarray,
     *,
     num_classes: int,
+    groups: np.ndarray | None = None,
+    group_cap: int = 60,
     recipe: FeatureRecipe = FeatureRecipe(),
     hidden: int = 24,
     num_grids: int = 6,
-    epochs: int = 150,
-    batch_size: int = 128,
+    epochs: int = 40,
+    batch_size: int = 256,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
-    patience: int = 40,
+    patience: int = 12,
     augment: bool = True,
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train `landmark_fastkan` on canonical points with `engine.fit` (class-weighted cross-entropy, AdamW,
-    one-cycle), each batch turned and stretched by `augment_points`. Keeps the weights of the epoch with the
-    best validation macro-F1 (stopping after `patience` epochs without one); returns (model in eval mode,
-    history)."""
+    one-cycle), each batch turned and stretched by `augment_points`. With `groups`, each epoch takes at most
+    `group_cap` rows of each (group, class) (`balanced_rows`). Keeps the weights of the epoch with the best
+    validation macro-F1 (stopping after `patience` epochs without one); returns (model in eval mode, history)."""
     from .engine import FitOptions, class_weights, fit
     from .models import create_model
 
     torch.manual_seed(seed)
     pts = torch.as_tensor(points, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.int64)
-    model = create_model("landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids)
-    train_idx = torch.as_tensor(np.asarray(train_idx), dtype=torch.long)
-
+    model = create_model("landmark_fastkan", num_classes, in_features=recipe.size, hidden=hidden, num_grids=num_grids,
+                         mirror_dims=recipe.mirror_dims or None)
+    train_np = np.asarray(train_idx)
+    train_t = torch.as_tensor(train_np, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)  # one stream over the epochs: orders and augmentation
 
+    def epoch_rows() -> torch.Tensor:
+        if groups is None:
+            return train_t[torch.randperm(len(train_t), generator=gen)]
+        return balanced_rows(train_np, groups, labels, group_cap, gen)
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in train_idx[torch.randperm(len(train_idx), generator=gen)].split(batch_size):
+        for idx in epoch_rows().split(batch_size):
             batch = augment_points(pts[idx], gen) if augment else pts[idx]
             yield recipe.features_torch(batch), y[idx]
 
+    seen = labels[train_np] if groups is None else epoch_labels(train_np, groups, labels, group_cap)
     opts = FitOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed)
-    result = fit(model, batches, opts, steps_per_epoch=-(-len(train_idx) // batch_size),
-                 class_weight=class_weights(labels[np.asarray(train_idx)], num_classes),
+    result = fit(model, batches, opts, steps_per_epoch=-(-len(seen) // batch_size),
+                 class_weight=class_weights(seen, num_classes),
                  val=(recipe.features_torch(pts[val_idx]), y[val_idx]) if len(val_idx) else None, progress=progress,
                  desc="landmark_fastkan")
     return result.model, result.history
@@ -326,12 +346,14 @@ def train_landmarks(
     out_dir: str | Path | None = None,
     *,
     sequences: str | Path | None = None,
+    keypoints: str | Path | None = None,
     recipe: FeatureRecipe = FeatureRecipe(),
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train on the train split's detected hands (and, with `sequences`, the static letters of a
-    `letters.npz`), select on val, score the test split (overall and per source).
+    """Train on the train split's detected hands, images and landmark-only sources alike (`load_landmark_data`,
+    sampled by group), select on val, score the test split (images: overall and per source; landmark-only
+    sources: per held-out group).
 
     Writes `best.pt` (a `save_checkpoint` file, meta `input: landmarks`), `history.csv` and `metrics.json`
     to `out_dir` (default `run_dir/train/landmark_fastkan`); returns the metrics.
@@ -340,18 +362,18 @@ def train_landmarks(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "train" / "landmark_fastkan"
-    data = load_landmark_data(run_dir, recipe.mirror, sequences)
+    data = load_landmark_data(run_dir, recipe.mirror, sequences, keypoints)
     tr, va = (data.splits[k][data.found[data.splits[k]]] for k in ("train", "val"))
     if len(tr) == 0 or len(va) == 0:
         raise UserError(f"no detected hand in the train or val split of {run_dir}; check {run_dir / LANDMARKS_NAME}")
     start = time.perf_counter()
     model, history = train_landmark_model(
-        data.points, data.labels, tr, va, num_classes=len(data.classes), recipe=recipe, progress=progress,
-        **options,
+        data.points, data.labels, tr, va, num_classes=len(data.classes), groups=sampling_units(data.groups, data.sources),
+        recipe=recipe, progress=progress, **options,
     )
     pred = predict_points(model, data.points, recipe)
     test = data.splits["test"][data.splits["test"] < data.n_images]  # the images' test split
-    held = data.splits["test"][data.splits["test"] >= data.n_images]  # landmark-only sources' held-out sessions
+    held = data.splits["test"][data.splits["test"] >= data.n_images]  # landmark-only sources' test groups
     metrics: dict[str, Any] = {
         "model": "landmark_fastkan", "params": count_parameters(model),
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -376,7 +398,8 @@ def save_landmark_model(
     """`out_dir/best.pt` (a `save_checkpoint` file with meta `input: landmarks`) and `history.csv`."""
     from .models import save_checkpoint
 
-    hp = {"hidden": options.get("hidden", 24), "num_grids": options.get("num_grids", 6)}
+    hp = {"hidden": options.get("hidden", 24), "num_grids": options.get("num_grids", 6),
+          "mirror_dims": recipe.mirror_dims or None}
     meta = {
         "model": "landmark_fastkan", "model_options": {"in_features": recipe.size, **hp},
         "classes": list(classes), "image_size": None, "input": LANDMARK_INPUT,
@@ -440,44 +463,67 @@ def export_landmark_model(
     return {"pt": out_dir / f"{LANDMARK_STEM}.pt", **paths}
 
 
+def extra_folds(data: LandmarkData, kind: str, k: int = 4) -> list[Fold]:
+    """Held-out folds of the landmark-only rows. `person`: their groups (repositories, sessions) in `k`
+    folds (`preprocess.person_folds`), trained on the images' train split and the other groups. `source`: each
+    landmark-only source in turn, on the classes the rest hold, trained on everything else's train split."""
+    from .preprocess import person_folds, person_ids
+
+    n = data.n_images
+    is_extra = np.arange(len(data.labels)) >= n
+    if not is_extra.any():
+        return []
+    if kind == "person":
+        persons = np.where(is_extra, person_ids(data.groups, data.sources), "")
+        return [Fold(f"groups{j + 1}", f.train, f.val, f.test) for j, f in enumerate(person_folds(persons, data.splits, k))]
+    folds = []
+    for source in np.unique(data.sources[is_extra]):
+        mine = data.sources == source
+        train = data.splits["train"][~mine[data.splits["train"]]]
+        test = np.flatnonzero(mine & np.isin(data.labels, np.unique(data.labels[train])))
+        folds.append(Fold(str(source), train, data.splits["val"][~mine[data.splits["val"]]], test))
+    return folds
+
+
 def landmark_folds(
     run_dir: str | Path,
     kind: str = "person",
     out_dir: str | Path | None = None,
     *,
     sequences: str | Path | None = None,
+    keypoints: str | Path | None = None,
     person_folds: int = 4,
+    group_folds: int = 4,
     recipe: FeatureRecipe = FeatureRecipe(),
     progress: bool = True,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """`train.train_folds` for `landmark_fastkan`: the same folds of the run's images as the pixel model's
-    (`kind` "person" or "source"), trained on the fold's detected hands plus the landmark-only rows of
-    `sequences`; scores all the fold's test images (a missed hand counts as wrong in `end_to_end_accuracy`).
-    With `sequences` and `kind` "source", one more fold holds out the sequences (trained on images alone).
+    (`kind` "person" or "source"), trained on the fold's detected hands plus every landmark-only row, then
+    the landmark-only sources' own folds (`extra_folds`), so that every group is held out once. Scores all
+    the fold's test rows (a missed hand counts as wrong in `end_to_end_accuracy`), per person or group.
     Writes `<fold>/best.pt` and `folds.json`/`.csv` to `out_dir` (default `train.folds_dir`); one dict per fold.
     """
-    from .preprocess import Fold, make_folds, person_ids
+    from .preprocess import make_folds, person_ids
     from .train import folds_dir, per_person, write_folds
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else folds_dir(run_dir, "landmark_fastkan", kind)
-    data = load_landmark_data(run_dir, recipe.mirror, sequences)
+    data = load_landmark_data(run_dir, recipe.mirror, sequences, keypoints)
     n = data.n_images
     images = {k: v[v < n] for k, v in data.splits.items()}
-    extra = np.arange(n, len(data.labels))  # landmark-only rows: always in training
+    extra = np.arange(n, len(data.labels))  # landmark-only rows: in training for the image folds
     folds = [Fold(f.name, np.union1d(f.train, extra), f.val, f.test)
              for f in make_folds(kind, data.labels[:n], data.groups[:n], data.sources[:n], images, person_folds)]
-    if kind == "source" and len(extra):
-        shared = extra[np.isin(data.labels[extra], np.unique(data.labels[images["train"]]))]
-        folds.append(Fold(SEQUENCE_SOURCE, images["train"], images["val"], shared))
+    folds += extra_folds(data, kind, group_folds)
     persons = person_ids(data.groups, data.sources)
+    units = sampling_units(data.groups, data.sources)
     results = []
     for fold in bar(folds, progress=progress, desc=f"{kind} folds", unit="fold", leave=False):
         start = time.perf_counter()
         model, history = train_landmark_model(
             data.points, data.labels, fold.train[data.found[fold.train]], fold.val[data.found[fold.val]],
-            num_classes=len(data.classes), recipe=recipe, **options,
+            num_classes=len(data.classes), groups=units, recipe=recipe, **options,
         )
         proba = predict_points_proba(model, data.points, recipe)
         pred, y, found = proba.argmax(1), data.labels[fold.test], data.found[fold.test]

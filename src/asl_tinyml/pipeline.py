@@ -111,7 +111,7 @@ def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path,
     from .landmarks import build_landmark_cache, export_landmark_model, train_landmarks
 
     build_landmark_cache(merged, run, hand_cache=cfg.hand_cache_path())
-    lm = train_landmarks(run, sequences=cfg.landmark_sequences_path(), seed=cfg.seed, epochs=cfg.landmark_epochs)
+    lm = train_landmarks(run, **cfg.landmark_options())
     weight = held_out_weight(run)
     paths = export_landmark_model(run, cfg.models_dir, fusion_weight=cfg.fusion_weight if weight is None else weight)
     fused = evaluate(pixel_int8, run, run / "eval" / "fused", landmark_model=paths["onnx_int8"])
@@ -138,17 +138,60 @@ def read_folds(run: Path, model: str, kind: str) -> list[dict[str, Any]] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def held_out_summary(run: Path) -> dict[str, dict[str, float | None]]:
-    """Mean and worst held-out-source and held-out-person accuracy per model, from the folds `compare` wrote."""
+def group_accuracy(run: Path) -> dict[str, dict[str, float]]:
+    """Every held-out person and landmark-only group (repository, session) with its accuracy in kind (answers
+    kept to letters or digits): `landmarks` from the landmark model's people-and-groups folds, `shipped` the
+    fused predictor's where `compare` scored it (image people), else the landmarks' (groups without images),
+    and `pixels` where measured. Empty without the landmark folds."""
+    from .compare import person_accuracy
+
+    landmark = person_accuracy(read_folds(run, "landmark_fastkan", "person"), "per_person_in_kind")
+    fused = person_accuracy(read_folds(run, "fused", "person"), "per_person_in_kind")
+    pixels = person_accuracy(read_folds(run, "fused", "person"), "pixel_per_person")
+    return {g: {"landmarks": v, "shipped": fused.get(g, v), **({"pixels": pixels[g]} if g in pixels else {})}
+            for g, v in landmark.items()}
+
+
+def held_out_summary(run: Path) -> dict[str, Any]:
+    """Mean and worst held-out-source and held-out-person accuracy per model, from the folds `compare` wrote,
+    and the mean and worst over every held-out group in kind (`group_accuracy`)."""
     from .compare import held_out_figures
 
-    out = {}
+    out: dict[str, Any] = {}
+    groups = group_accuracy(run)
+    if groups:
+        out["groups_in_kind"] = {
+            key: {"mean": float(np.mean(v)), "worst": float(np.min(v)), "groups": len(v)}
+            for key in ("shipped", "landmarks", "pixels")
+            if (v := [g[key] for g in groups.values() if key in g])
+        }
     for name, model, acc, per in (("fused", "fused", "accuracy", "per_person"), ("pixels", "convkan", "accuracy", "per_person"),
                                   ("landmarks", "landmark_fastkan", "end_to_end_accuracy", "per_person")):
         source, person = read_folds(run, model, "source"), read_folds(run, model, "person")
         if source or person:
             out[name] = held_out_figures(source, person, acc, per)
     return out
+
+
+def held_out_groups_section(run: Path) -> list[str]:
+    """The report's first table: every held-out person and group, in kind, worst first (`group_accuracy`)."""
+    groups = group_accuracy(run)
+    if not groups:
+        return []
+    lines = ["", "## Held-out people and groups, in kind", "",
+             "Each image-source person, keypoint repository and recording session held out once (trained on the "
+             "rest); answers kept to the true label's kind (letters or digits), as `--classes letters|digits` does. "
+             "Groups without images are scored on their landmarks (the shipped predictor's input there).", "",
+             "| held out | shipped | landmarks alone | pixels alone |", "|---|---|---|---|"]
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+    for g, v in sorted(groups.items(), key=lambda kv: kv[1]["shipped"]):
+        lines.append(f"| `{g}` | {fmt(v['shipped'])} | {fmt(v['landmarks'])} | {fmt(v.get('pixels'))} |")
+    for label, fn in (("mean", np.mean), ("worst", np.min)):
+        cells = [fmt(float(fn(vals))) if (vals := [v[k] for v in groups.values() if k in v]) else "–"
+                 for k in ("shipped", "landmarks", "pixels")]
+        lines.append(f"| **{label} of {len(groups)}** | **{cells[0]}** | {cells[1]} | {cells[2]} |")
+    return lines
 
 
 def held_out_section(run: Path) -> list[str]:
@@ -313,8 +356,8 @@ def run_pipeline(cfg: Config) -> str:
         fused = json.loads(fused_metrics.read_text())
         headline["fused"] = {k: fused[k] for k in ("accuracy", "macro_f1", "twin_aware_accuracy", "n", "hand_found",
                                                    "fusion_weight", "model_bytes", "per_source")}
-    held_out = held_out_section(run)
-    headline["held_out"] = held_out_summary(run)
+    held_out = held_out_groups_section(run) + held_out_section(run)
+    headline = {"held_out": held_out_summary(run), **headline}
     (run / "metrics.json").write_text(json.dumps(headline, indent=2, default=str))
     lines = [
         f"# asl-tinyml run `{run}`",

@@ -226,6 +226,7 @@ def load_splits(path: str | Path, n_images: int | None = None) -> dict[str, np.n
 FOLD_KINDS = ("person", "source")
 PERSON_GROUP = re.compile(r"^[^:]+:(hand|user|signer|subject|session-)[0-9a-z]+$", re.IGNORECASE)
 SINGLE_PERSON_SOURCES = ("asl_alphabet_subset",)  # sources whose every image shows one person (datasets README)
+GROUP_PERSON_SOURCES = ("asl_keypoints",)  # landmark sources whose every group is one person's webcam (its README)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def person_ids(groups: np.ndarray, sources: np.ndarray, single_person_sources: t
     `asl_fingerspelling_4signers:signer2`, `sign_sequences:session-cam`), the source for a one-person source,
     else "" (unknown: the digits' 218 students are not named)."""
     groups, sources = np.asarray(groups).astype(str), np.asarray(sources).astype(str)
-    named = np.array([bool(PERSON_GROUP.match(g)) for g in groups], bool)
+    named = np.array([bool(PERSON_GROUP.match(g)) for g in groups], bool) | np.isin(sources, GROUP_PERSON_SOURCES)
     return np.where(named, groups, np.where(np.isin(sources, single_person_sources), sources, ""))
 
 

@@ -26,12 +26,20 @@ class LandmarkFastKAN(nn.Module):
         grid_min: float = -2.0,
         grid_max: float = 2.0,
         image_size: int | None = None,
+        mirror_dims: list[int] | None = None,
     ) -> None:
         super().__init__()
         del image_size  # the model reads landmarks, not pixels; accepted like every registered model
         self.in_features = in_features
         widths = [in_features, hidden, num_classes]
         self.kan = FastKAN(widths, num_grids=num_grids, grid_min=grid_min, grid_max=grid_max)
+        self.symmetric = bool(mirror_dims)
+        sign = torch.ones(in_features)
+        sign[list(mirror_dims or [])] = -1.0
+        self.register_buffer("mirror_sign", sign, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kan(x.flatten(1))
+        x = x.flatten(1)
+        if not self.symmetric:
+            return self.kan(x)
+        return 0.5 * (self.kan(x) + self.kan(x * self.mirror_sign))
