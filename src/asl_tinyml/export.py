@@ -8,10 +8,10 @@
   uint8 activations) calibrated on a few hundred training images; the input scaling, the first
   `float_convs` convolutions and the head's element-wise ops stay float (mixed precision), where ONNX
   Runtime's int8 kernels and Quantize/Dequantize pairs are slower; every other conv and matrix weight is int8.
-- `export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
+- `micro.export_tflite`: a fully int8-calibrated TFLite model via litert-torch (PT2E quantization), for
   TensorFlow Lite Micro; needs the optional `tflite` extra (`pip install -e .[tflite]`).
-- `write_c_array` / `write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino sketch, written
-  only from a TFLite model (what TensorFlow Lite Micro reads).
+- `micro.write_c_array` / `micro.write_labels_header`: `model_data.h` and `labels.h` for an ESP32/Arduino
+  sketch, written only from a TFLite model (what TensorFlow Lite Micro reads).
 - `export_all`: every artifact into `models/`, renamed into place only once all are built and checked.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,14 +32,26 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from .config import Config, UserError, output_dir
 from .inference import (
+    LANDMARK_INPUT,
     META_CROP,
     META_CROP_MARGIN,
     META_INPUT,
+    MOTION_INPUT,
     ONNX_INPUT,
     ONNX_OUTPUT,
     UINT8_INPUT,
     load_predictor,
     onnx_metadata,
+)
+from .micro import (
+    export_tflite,
+    require_tflite,
+    tflite_available,
+    tflite_predict_proba,
+    tflite_report,
+    write_c_array,
+    write_labels_header,
+    write_op_resolver,
 )
 from .models import count_parameters, load_checkpoint
 from .preprocess import Cache, load_splits, to_float
@@ -132,34 +143,38 @@ def save_onnx(
 ) -> Path:
     """Export `model` with the dynamo exporter (dynamic batch, `input` -> `logits`), attach the metadata
     `load_predictor` reads, check it and save it. Used for float models, quantization-aware ones (pixel
-    models: input uint8 NHWC, see `Uint8Input`) and landmark models (meta `input: landmarks`: input
-    (N, in_features), metadata `input` and `features`)."""
-    landmarks = meta.get("input") == "landmarks"
-    size = 0 if landmarks else int(meta["image_size"])
-    if landmarks:
-        example = torch.rand(2, int(meta["model_options"]["in_features"]))
+    models: input uint8 NHWC, see `Uint8Input`), landmark models (meta `input: landmarks`: input
+    (N, in_features)) and motion models (meta `input: motion`: windows (N, T, in_features), T dynamic too);
+    these two carry metadata `input` and `features`. `opset` None: the exporter's default."""
+    features = meta.get("input") in (LANDMARK_INPUT, MOTION_INPUT)
+    size = 0 if features else int(meta["image_size"])
+    dynamic = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if features:
+        frames = (20,) if meta["input"] == MOTION_INPUT else ()
+        example = torch.rand(2, *frames, int(meta["model_options"]["in_features"]))
+        if frames:
+            dynamic[1] = torch.export.Dim("frames", min=2, max=1024)
     else:
         model = Uint8Input(model)
         example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         model,
         (example,),
         dynamo=True,
         input_names=[ONNX_INPUT],
         output_names=[ONNX_OUTPUT],
-        dynamic_shapes=({0: batch},),
+        dynamic_shapes=(dynamic,),
         external_data=False,
         verbose=False,
         **({"opset_version": opset} if opset else {}),
     )
     proto = program.model_proto
     _strip_debug_info(proto)
-    if not landmarks:
+    if not features:
         fold_input_scale(proto)
     props = onnx_metadata(list(meta["classes"]), size, str(meta["model"]), count_parameters(model))
-    if landmarks:
-        props |= {META_INPUT: "landmarks", "features": json.dumps(meta.get("features", {}))}
+    if features:
+        props |= {META_INPUT: meta["input"], "features": json.dumps(meta.get("features", {}))}
         if meta.get("fusion_weight") is not None:
             props["fusion_weight"] = str(meta["fusion_weight"])
     else:
@@ -197,7 +212,7 @@ def minify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 class ImageCalibrationReader(CalibrationDataReader):
     """ONNX Runtime calibration data: uint8 NHWC images fed under `input_name` as they are (`raw`, a model
-    that scales in-graph) or as float NCHW batches; float32 (N, F) feature rows (landmarks) as they are."""
+    that scales in-graph) or as float NCHW batches; float32 features (landmark rows, motion windows) as they are."""
 
     def __init__(
         self, images: np.ndarray, input_name: str = ONNX_INPUT, batch_size: int = 32, raw: bool = True
@@ -277,7 +292,7 @@ def quantize_onnx(
     keep_head_float: bool = True,
 ) -> Path:
     """Static int8 QDQ quantization of a float ONNX model, calibrated (min-max) on uint8 NHWC images
-    (or, for a landmark model, float32 feature rows).
+    (or float32 features: rows (N, F) for a landmark model, windows (N, T, F) for a motion model).
 
     Runs `quant_pre_process` (shape inference + graph optimisation) first, keeps the metadata.
     `float_convs`: the first convolutions (and the input's transpose and cast before them) stay float
@@ -293,10 +308,10 @@ def quantize_onnx(
     onnxruntime.disable_telemetry_events()  # the quantizer's calibration opens sessions of its own
 
     images = np.asarray(calibration_images)
-    features = images.ndim == 2 and images.dtype == np.float32
+    features = images.ndim in (2, 3) and images.dtype == np.float32
     if not (features or (images.ndim == 4 and images.dtype == np.uint8)) or len(images) == 0:
         raise UserError(
-            f"calibration data must be non-empty uint8 images (N, S, S, 3) or float32 features (N, F), "
+            f"calibration data must be non-empty uint8 images (N, S, S, 3) or float32 features (N, F) or (N, T, F), "
             f"got {images.dtype} {images.shape}"
         )
     float_onnx, out_path = Path(float_onnx), Path(out_path)
@@ -345,229 +360,6 @@ def compare_models(reference: str | Path, candidate: str | Path, images: np.ndar
         "argmax_agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()),
         "n_images": int(len(images)),
     }
-
-
-# --- TFLite (optional extra) ---------------------------------------------------------------------------
-def tflite_available() -> bool:
-    """True when litert-torch (converter) and ai-edge-litert (interpreter) are importable."""
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-        import litert_torch  # noqa: F401
-    except Exception:  # ImportError, or a broken install raising something else
-        return False
-    return True
-
-
-def _require_tflite() -> None:
-    if not tflite_available():
-        raise UserError(
-            "TFLite export needs litert-torch and ai-edge-litert; install them with `pip install -e .[tflite]` "
-            "(or skip TFLite with --no-tflite)"
-        )
-
-
-def export_tflite(checkpoint: str | Path, out_path: str | Path, calibration_images: np.ndarray) -> Path:
-    """Checkpoint -> int8 TFLite for TensorFlow Lite Micro: PT2E static quantization (per-channel symmetric
-    int8 weights, int8 activations) converted by litert-torch.
-
-    The model takes one int8 NHWC image (1, S, S, 3) (camera layout; the input's scale/zero point map
-    [0, 1] pixels to int8) and returns float32 logits. Conv, pooling and linear ops run in int8; the
-    FastKAN head's LayerNorm and Gaussian RBF (`exp`) stay float between DEQUANTIZE/QUANTIZE, which TFLM
-    runs with its reference float kernels.
-    """
-    _require_tflite()
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    model, meta = load_checkpoint(checkpoint)
-    size = int(meta["image_size"])
-    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    example = (torch.rand(1, size, size, 3),)
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    prepared = prepare_pt2e(torch.export.export(nhwc, example).module(), quantizer)
-    move_exported_model_to_eval(prepared)
-    images = np.asarray(calibration_images, dtype=np.float32) / 255.0
-    with torch.no_grad():
-        for i in bar(range(len(images)), desc="calibrate tflite", unit="img", leave=False):
-            prepared(torch.from_numpy(images[i : i + 1]))  # exported for batch 1
-    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    allow_exported_model_train_eval(quantized)
-    quantized.eval()  # the flag litert-torch checks; the ops were switched above
-    edge = litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    edge.export(str(out_path))
-    return out_path
-
-
-def tflite_predict_proba(tflite_path: str | Path, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of an `export_tflite` model on uint8 NHWC images, one at a time (LiteRT interpreter)."""
-    _require_tflite()
-    from ai_edge_litert.interpreter import Interpreter
-    from scipy.special import softmax
-
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    x = np.asarray(images, dtype=np.float32) / 255.0  # NHWC, as the TFLite model takes it
-    if np.issubdtype(inp["dtype"], np.integer):  # an int8 input: quantize with the model's own scale/zero point
-        scale, zero = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
-    x = x.astype(inp["dtype"])
-    logits = []
-    for i in range(len(x)):
-        interpreter.set_tensor(inp["index"], x[i : i + 1])
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0].astype(np.float64)
-        if np.issubdtype(out["dtype"], np.integer):
-            scale, zero = out["quantization"]
-            y = (y - zero) * scale
-        logits.append(y)
-    return softmax(np.stack(logits), axis=1).astype(np.float32) if logits else np.zeros((0, 0), np.float32)
-
-
-# TFLite builtin op -> TensorFlow Lite Micro's MicroMutableOpResolver method
-TFLM_RESOLVER = {
-    "ADD": "AddAdd",
-    "CONV_2D": "AddConv2D",
-    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
-    "DEQUANTIZE": "AddDequantize",
-    "EXP": "AddExp",
-    "FULLY_CONNECTED": "AddFullyConnected",
-    "LOGISTIC": "AddLogistic",
-    "MAX_POOL_2D": "AddMaxPool2D",
-    "AVERAGE_POOL_2D": "AddAveragePool2D",
-    "MEAN": "AddMean",
-    "MUL": "AddMul",
-    "PAD": "AddPad",
-    "QUANTIZE": "AddQuantize",
-    "RESHAPE": "AddReshape",
-    "RSQRT": "AddRsqrt",
-    "SQUARED_DIFFERENCE": "AddSquaredDifference",
-    "SUB": "AddSub",
-    "TRANSPOSE": "AddTranspose",
-    "SOFTMAX": "AddSoftmax",
-    "RELU": "AddRelu",
-    "CONCATENATION": "AddConcatenation",
-}
-
-
-def tflite_report(tflite_path: str | Path) -> dict[str, Any]:
-    """The ops a TFLite model uses and bounds on the TFLM tensor arena its activations need.
-
-    `arena_peak_live_bytes`: the most activation bytes alive at once, each tensor living from the op that
-    writes it to the last op that reads it (what an ideal planner needs); `arena_upper_bytes`: every
-    activation kept apart (no reuse). TFLM's greedy planner lands close to the first; add its bookkeeping
-    (a few KB) and check `interpreter.arena_used_bytes()` on the device.
-    """
-    _require_tflite()
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite_path))
-    ops = interpreter._get_ops_details()  # noqa: SLF001  (the interpreter's only op listing)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    inp = interpreter.get_input_details()[0]
-    inputs = {d["index"] for d in interpreter.get_input_details()}
-    activations = inputs | {i for op in ops for i in op["outputs"]}
-
-    def nbytes(i: int) -> int:
-        t = tensors[i]
-        return int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
-
-    born = {i: -1 for i in inputs} | {i: k for k, op in enumerate(ops) for i in op["outputs"]}
-    dies = {i: k for k, op in enumerate(ops) for i in op["inputs"] if i in activations}
-    dies |= {d["index"]: len(ops) for d in interpreter.get_output_details()}
-    live = [
-        sum(nbytes(i) for i in activations if born.get(i, -1) <= k <= dies.get(i, born.get(i, -1)))
-        for k in range(len(ops))
-    ]
-    names = sorted({op["op_name"] for op in ops})
-    return {
-        "ops": names,
-        "n_ops": len(ops),
-        "missing_in_resolver_table": [n for n in names if n not in TFLM_RESOLVER],
-        "arena_peak_live_bytes": max(live, default=0),
-        "arena_upper_bytes": sum(nbytes(i) for i in activations),
-        "input": {
-            "shape": [int(d) for d in inp["shape"]],
-            "dtype": np.dtype(inp["dtype"]).name,
-            "scale": float(inp["quantization"][0]),
-            "zero_point": int(inp["quantization"][1]),
-        },
-    }
-
-
-def write_op_resolver(ops: list[str], header_path: str | Path) -> Path:
-    """`op_resolver.h`: `AslOpResolver` (a MicroMutableOpResolver of exactly the model's ops) and `AddAslOps`."""
-    calls = [TFLM_RESOLVER[op] for op in ops if op in TFLM_RESOLVER]
-    unknown = [op for op in ops if op not in TFLM_RESOLVER]
-    return _write_header(
-        header_path,
-        "Generated by asl-tinyml: the TFLM ops the exported model uses.",
-        [
-            '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
-            "",
-            f"using AslOpResolver = tflite::MicroMutableOpResolver<{len(ops)}>;",
-            "",
-            "inline TfLiteStatus AddAslOps(AslOpResolver& resolver) {",
-            *(f"  if (resolver.{call}() != kTfLiteOk) return kTfLiteError;" for call in calls),
-            *(f"  // {op}: no resolver method known to asl-tinyml; add it by hand" for op in unknown),
-            "  return kTfLiteOk;",
-            "}",
-        ],
-    )
-
-
-# --- C headers -----------------------------------------------------------------------------------------
-def _c_identifier(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise UserError(f"{name!r} is not a C identifier; use letters, digits and underscores")
-    return name
-
-
-def _write_header(header_path: str | Path, comment: str, body: list[str]) -> Path:
-    """A C header with an include guard named after the file."""
-    guard = re.sub(r"\W", "_", Path(header_path).name).upper()
-    text = "\n".join([f"// {comment} Do not edit.", f"#ifndef {guard}", f"#define {guard}", "", *body, "", f"#endif  // {guard}", ""])
-    header_path = Path(header_path)
-    header_path.parent.mkdir(parents=True, exist_ok=True)
-    header_path.write_text(text)
-    return header_path
-
-
-def write_c_array(
-    model_bytes_path: str | Path, header_path: str | Path, var_name: str = "g_model", alignment: int = 16
-) -> Path:
-    """A file's bytes as a C/C++ header: `const unsigned char VAR[]` (aligned) and `const unsigned int VAR_len`."""
-    var = _c_identifier(var_name)
-    data = Path(model_bytes_path).read_bytes()
-    rows = (", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12))
-    return _write_header(
-        header_path,
-        f"Generated by asl-tinyml from {Path(model_bytes_path).name} ({len(data)} bytes).",
-        [
-            f"const unsigned char {var}[] __attribute__((aligned({alignment}))) = {{",
-            *(f"  {row}," for row in rows),
-            "};",
-            f"const unsigned int {var}_len = {len(data)};",
-        ],
-    )
-
-
-def write_labels_header(classes: list[str], header_path: str | Path, var_name: str = "kLabels") -> Path:
-    """`labels.h`: `const char* const kLabels[]` in the model's output order and `kNumLabels`."""
-    var = _c_identifier(var_name)
-    items = ", ".join(json.dumps(c) for c in classes)
-    return _write_header(
-        header_path,
-        "Generated by asl-tinyml: class names in the model's output order.",
-        [f"const int kNumLabels = {len(classes)};", f"const char* const {var}[] = {{{items}}};"],
-    )
 
 
 # --- everything ----------------------------------------------------------------------------------------
@@ -627,7 +419,7 @@ def export_all(
     classes = list(meta["classes"])
     use_tflite = tflite_available() if tflite is None else tflite
     if use_tflite:
-        _require_tflite()
+        require_tflite()
     calib = calibration_images(calibration if calibration is not None else _default_calibration(meta))
     size = int(meta["image_size"])
     if calib.ndim != 4 or calib.shape[1:] != (size, size, 3) or len(calib) == 0:

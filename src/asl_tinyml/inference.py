@@ -28,10 +28,11 @@ META_CLASSES = "classes"
 META_IMAGE_SIZE = "image_size"
 META_MODEL = "model"
 META_PARAMS = "params"
-META_INPUT = "input"  # "landmarks" for a landmark model; "uint8_nhwc" for a pixel model (absent: float NCHW)
+META_INPUT = "input"  # "landmarks", "motion" or, for a pixel model, "uint8_nhwc" (absent: float NCHW)
 META_CROP = "crop"  # "hand": the pixel model was trained on hand crops (`hands.hand_crop`); else "centre"
 META_CROP_MARGIN = "crop_margin"
 LANDMARK_INPUT = "landmarks"
+MOTION_INPUT = "motion"  # a motion model: landmark windows (N, T, F) (`asl_tinyml.motion`)
 UINT8_INPUT = "uint8_nhwc"
 
 

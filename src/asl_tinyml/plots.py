@@ -1,9 +1,10 @@
 """The figures of an evaluation: confusion matrix, ROC and precision-recall curves, per-class F1, the most
-confident mistakes, and training curves.
+confident mistakes, and training curves; and of the motion models: their confusion matrix and the
+fingertip paths of recorded `j`, `z` and static letters.
 
 Each `plot_*` function draws one figure with matplotlib's object API (a `Figure` rendered by the Agg canvas,
 no pyplot and so no global state), saves it as a PNG at `path` and returns `path`, or None when there is
-nothing to draw. The metrics themselves are computed in `evaluate`; this module only draws them.
+nothing to draw. The metrics themselves are computed in `evaluate` (and `motion.score`); this module only draws them.
 """
 
 from __future__ import annotations
@@ -209,3 +210,47 @@ def plot_training_curves(history_csv: Path, path: Path) -> Path | None:
     fig.suptitle(f"Training curves ({history_csv})", fontsize=9)
     fig.savefig(path)
     return path
+
+
+# --- motion ----------------------------------------------------------------------------------------------
+def plot_motion_confusion(metrics: dict[str, Any], path: Path, title: str) -> Path | None:
+    """The confusion matrix of a motion model's metrics (`motion.score`: `classes`, `confusion`); None when empty."""
+    if not metrics.get("confusion"):
+        return None
+    return plot_confusion(np.asarray(metrics["confusion"]), metrics["classes"], path, title)
+
+
+def plot_trajectories(data_path: str | Path, path: str | Path, letters: tuple[str, ...] = ("j", "z", "i"),
+                      per_letter: int = 6, seed: int = 0) -> Path:
+    """The fingertip paths of a few recordings per letter (pinky tip for `j` and `i`, index tip otherwise),
+    relative to their mean and in palm sizes, image y downwards: `j` and `z` travel, a static letter stays."""
+    from .motion.data import DEFAULT_ASPECT, _present, load_sequences, split_parts
+    from .motion.features import _mirror, _palm_size, signing_hand_is_left
+
+    data = load_sequences(data_path)
+    parts = split_parts(data.x)
+    _mirror(parts, signing_hand_is_left(parts))
+    rng = np.random.default_rng(seed)
+    fig = new_figure(3.2 * len(letters), 3.4)
+    axes = fig.subplots(1, len(letters), sharex=True, sharey=True)
+    for ax, letter in zip(np.atleast_1d(axes), letters):
+        rows = np.flatnonzero(data.labels == letter)
+        tip = 20 if letter in ("j", "i") else 8
+        for k, row in enumerate(rng.choice(rows, size=min(per_letter, len(rows)), replace=False)):
+            hand = parts.right[row]
+            seen = _present(hand)
+            if seen.sum() < 2:
+                continue
+            xy = hand[seen, tip, :2] * np.array([1.0, DEFAULT_ASPECT])
+            xy = (xy - xy.mean(0)) / _palm_size(hand[None], seen[None])[0]
+            ax.plot(xy[:, 0], xy[:, 1], "-", lw=1.2, alpha=0.8, color=f"C{k}")
+            ax.plot(xy[-1, 0], xy[-1, 1], "o", ms=3, color=f"C{k}")
+        ax.set_title(f"{letter}: {'pinky' if tip == 20 else 'index'} tip, {min(per_letter, len(rows))} recordings")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    first = np.atleast_1d(axes)[0]
+    first.invert_yaxis()
+    first.set_ylabel("palm sizes (image y down)")
+    fig.supxlabel("palm sizes (camera view; dots mark the last frame)")
+    fig.savefig(path)
+    return Path(path)

@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,6 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import File as MultipartFile
-from python_multipart.multipart import FormParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from .answers import class_mask, restrict_proba
@@ -54,11 +52,11 @@ from .hands import quiet_native_stderr
 from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
 from .spelling import Speller, SpellingConfig
+from .uploads import MIB, UPLOAD_BODY, image_from_body, read_body, size_text
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MIB = 1024 * 1024
 _DETECT_LOCK = threading.Lock()
 
 
@@ -106,10 +104,6 @@ class Health(BaseModel):
 
 BadImage = BadImageError  # the bytes a client sent are not a readable image (400)
 ImageTooLarge = ImageTooLargeError  # more pixels than `max_pixels` (413)
-
-
-def _size(n: int) -> str:
-    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.0f} KiB"
 
 
 class RateLimiter:
@@ -179,62 +173,6 @@ def decode_data_url(text: str) -> bytes:
         raise BadImage(f"image is not valid base64 ({exc})") from exc
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it grows past `limit` bytes."""
-    too_big = HTTPException(413, f"upload too large: the limit is {_size(limit)}; send a smaller photo")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def image_from_body(body: bytes, content_type: str, limit: int) -> bytes:
-    """The uploaded image bytes: the first file of a multipart form (parsed in memory), or a raw image body."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind.startswith("image/") or kind == "application/octet-stream":
-        return body
-    if kind != "multipart/form-data":
-        raise HTTPException(
-            422, f"unsupported content type {kind or '(none)'!r}: send the photo as multipart/form-data "
-            "field 'file' (curl -F file=@photo.jpg) or as a raw image/* body",
-        )
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
-    if not boundary:
-        raise HTTPException(400, "malformed multipart upload: the Content-Type has no boundary")
-    files: list[MultipartFile] = []
-    config = {"MAX_MEMORY_FILE_SIZE": limit + 1}  # the body is at most `limit` bytes: files stay in memory
-    parser = FormParser("multipart/form-data", lambda field: None, files.append, boundary=boundary, config=config)
-    try:
-        parser.write(body)
-        parser.finalize()
-    except FormParserError as exc:
-        raise HTTPException(400, f"malformed multipart upload: {exc}") from exc
-    if not files:
-        raise HTTPException(422, "no file in the form: send the photo as multipart field 'file' (curl -F file=@photo.jpg)")
-    upload = files[0]
-    upload.file_object.seek(0)
-    return upload.file_object.read()
-
-
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
-
 def _error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "error": message}
 
@@ -253,6 +191,249 @@ def _is_frame_id(value: Any) -> bool:
     return math.isfinite(value) and abs(value) < 2**63
 
 
+@dataclass
+class Service:
+    """What every request of one app shares: the predictor and its classes, the answer sets (`masks`, the
+    default one), the settings, the bound on images decoded at once, and the motion models (or None)."""
+
+    predictor: SignPredictor
+    settings: ServeSettings
+    classes: list[str]
+    masks: dict[str, np.ndarray]
+    default_mask: np.ndarray
+    decoding: threading.Semaphore
+    motion: Any = None
+
+    @classmethod
+    def load(cls, model: str | Path | Predictor | SignPredictor | None, settings: ServeSettings, motion: Any = None
+             ) -> Service:
+        """The predictor (a loaded one, a pixel model file, or None for the shipped default), warmed up."""
+        if isinstance(model, SignPredictor):
+            predictor = model
+        elif isinstance(model, Predictor):
+            predictor = SignPredictor(model)
+        else:
+            predictor = load_sign_predictor(model, threads=settings.threads)
+        with quiet_native_stderr():  # MediaPipe's start-up logging
+            predictor.predict_image(np.zeros((predictor.pixel.image_size,) * 2 + (3,), np.uint8))  # warm up
+        classes = list(predictor.classes)
+        masks = {which: class_mask(classes, which) for which in ("all", "letters", "digits")
+                 if which == "all" or any(c.isdigit() == (which == "digits") for c in classes)}
+        return cls(predictor, settings, classes, masks, class_mask(classes, settings.classes),
+                   threading.BoundedSemaphore(settings.max_decodes), motion)
+
+    def health(self) -> dict[str, Any]:
+        """GET /health: the model file, its kind, and its classes."""
+        pixel, landmark = self.predictor.pixel, self.predictor.landmark
+        return {
+            "status": "ok", "model": str(pixel.path), "kind": pixel.kind, "model_name": pixel.model_name,
+            "landmark_model": str(landmark.path) if landmark else None,
+            "fusion_weight": self.predictor.weight if landmark else None, "crop": pixel.crop,
+            "classes": len(self.classes), "labels": self.classes, "image_size": pixel.image_size,
+        }
+
+    async def predict(self, body: bytes, content_type: str, topk: int, which: str) -> dict[str, Any]:
+        """POST /predict: one uploaded photo's answer and its `topk` best classes of answer set `which`."""
+        if which not in self.masks:
+            raise HTTPException(422, f"the model knows no {which}; use classes=all")
+        mask = self.masks[which]
+
+        def handle() -> Classified:  # parse, decode and classify in one worker thread
+            data = image_from_body(body, content_type, self.settings.max_upload_bytes)
+            return classify_bytes(self.predictor, data, self.settings.max_pixels, self.decoding, mask)
+
+        try:
+            out = await run_in_threadpool(handle)
+        except ImageTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
+        except BadImage as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"label": out.label, "top": top_k(out.probs, self.classes, min(topk, int(mask.sum()))),
+                "hand": out.hand if self.predictor.needs_hands else None, "ms": round(out.ms, 3)}
+
+
+class BadMessage(Exception):
+    """A text message that is not a JSON object with a string `type`; `reply` is the error to send back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.reply = _error(code, message)
+
+
+def read_message(text: str) -> dict[str, Any]:
+    """A client's text message as a JSON object with a string `type`; raises BadMessage."""
+    try:
+        msg = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadMessage("bad_json", "message is nested too deeply: send {\"type\": \"frame\", \"image\": \"data:...\"}") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of thousands of digits
+        raise BadMessage("bad_json", f"message is not JSON ({exc}): send binary image bytes or "
+                                     "{\"type\": \"frame\", \"image\": \"data:...\"}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise BadMessage("bad_message", "message must be a JSON object with a string field 'type'")
+    return msg
+
+
+class Connection:
+    """One WebSocket client's side of the protocol: its speller, answer set (`mask`), frame rate limit and,
+    with motion models, its landmark session (`live`). `receive` answers a message with the method of its
+    kind; `close` releases the session's MediaPipe graph."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.speller = Speller(service.classes, service.settings.spelling)
+        self.limiter = RateLimiter(service.settings.max_fps)
+        self.mask = service.default_mask
+        self.live: Any = None
+        if service.motion is not None:
+            from .motion import LiveSession
+
+            self.live = LiveSession(service.motion)
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "clear": self.clear, "space": self.edit, "backspace": self.edit, "ping": self.ping,
+            "classes": self.choose_classes, "mode": self.set_mode, "landmarks": self.landmarks, "frame": self.frame,
+        }
+
+    def hello(self) -> dict[str, Any]:
+        """The first message: the classes, the limits, the answer sets, the text state (and the motion modes)."""
+        service = self.service
+        hello = {
+            "type": "hello", "classes": service.classes, "image_size": service.predictor.pixel.image_size,
+            "max_fps": self.settings.max_fps, "hand": service.predictor.needs_hands, "answer_sets": list(service.masks),
+            "max_frame_bytes": self.settings.max_frame_bytes, **self.speller.state.to_dict(),
+        }
+        if self.live is not None:
+            hello["motion"] = {**service.motion.describe(), "mode": self.live.mode}
+        return hello
+
+    async def receive(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one WebSocket message: binary image bytes, or a JSON text message of a known `type`."""
+        if message.get("bytes") is not None:
+            return await self.image(message["bytes"])
+        try:
+            msg = read_message(message.get("text") or "")
+        except BadMessage as exc:
+            return exc.reply
+        handler = self.handlers.get(msg["type"])
+        if handler is None:
+            return _error("bad_message", f"unknown message type {msg['type']!r}; use frame, clear, space, backspace or "
+                          "ping" + (" (or mode, landmarks)" if self.live is not None else ""))
+        return await handler(msg)
+
+    async def clear(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`clear`: the spelled text emptied."""
+        return {"type": "state", **self.speller.clear().to_dict()}
+
+    async def edit(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`space` or `backspace`: the spelled text edited as the space and delete signs would."""
+        spelling = self.settings.spelling
+        label = spelling.space_label if msg["type"] == "space" else spelling.delete_label
+        return {"type": "state", **self.speller.edit(label).to_dict()}
+
+    async def ping(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`ping`: `pong`."""
+        return {"type": "pong"}
+
+    async def choose_classes(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`classes`: the answer set of the following frames (all, letters or digits)."""
+        which = msg.get("classes")
+        if which not in self.service.masks:
+            return _error("bad_message", f"classes must be one of {', '.join(self.service.masks)}")
+        self.mask = self.service.masks[which]
+        return {"type": "classes", "classes": which}
+
+    async def set_mode(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`mode`: letters or words for the motion models."""
+        if self.live is None:
+            return _error("no_motion", "this server has no motion models, so no word mode")
+        try:
+            self.live.set_mode(str(msg.get("mode")))
+        except ValueError as exc:
+            return _error("bad_message", str(exc))
+        return {"type": "state", "mode": self.live.mode, **self.speller.state.to_dict(), "text": self.speller.text}
+
+    async def landmarks(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`landmarks`: one landmark frame (258 values) straight into the motion window, no camera needed."""
+        if not self.limiter.allow(time.monotonic()):
+            return self._rate_limited()
+        return await run_in_threadpool(self._landmarks, msg)
+
+    async def frame(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`frame`: a camera frame as a data URL, with an optional `id` the reply echoes."""
+        if not isinstance(msg.get("image"), str):
+            return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
+        frame_id = msg.get("id")
+        if not _is_frame_id(frame_id):
+            return _error("bad_message", "a frame's 'id' must be a string of at most 100 characters or a finite number")
+        try:
+            raw = decode_data_url(msg["image"])
+        except BadImage as exc:
+            return _error("bad_image", str(exc))
+        return await self.image(raw, frame_id)
+
+    async def image(self, data: bytes, frame_id: Any = None) -> dict[str, Any]:
+        """One camera frame's prediction and the spelled text (through the landmark path with motion models)."""
+        if not self.limiter.allow(time.monotonic()):
+            return self._rate_limited()
+        settings = self.settings
+        if len(data) > settings.max_frame_bytes:
+            return _error("too_large", f"frame of {size_text(len(data))} exceeds {size_text(settings.max_frame_bytes)}; downscale it")
+        service = self.service
+        try:
+            out = await run_in_threadpool(classify_bytes, service.predictor, data, settings.max_pixels,
+                                          service.decoding, self.mask)
+        except ImageTooLarge as exc:
+            return _error("too_large", str(exc))
+        except BadImage as exc:
+            return _error("bad_image", str(exc))
+        reply = {"type": "prediction", "label": out.label, "hand": out.hand if service.predictor.needs_hands else None,
+                 "top": top_k(out.probs, service.classes, min(settings.topk, int(self.mask.sum()))), "ms": round(out.ms, 3)}
+        if self.live is None:
+            reply |= self.speller.update(out.probs).to_dict()
+        else:
+            reply |= await run_in_threadpool(self._landmark_frame, data, out.probs)
+        if frame_id is not None:
+            reply["id"] = frame_id
+        return reply
+
+    def _rate_limited(self) -> dict[str, str]:
+        return _error("rate_limited", f"too many frames: at most {self.settings.max_fps:g} per second; frame dropped")
+
+    def _landmark_frame(self, data: bytes, probs: np.ndarray) -> dict[str, Any]:
+        """The landmark path of one camera frame (in a worker thread): Holistic -> window -> motion model,
+        then the spelled text (static letters typed only in letters mode)."""
+        motion_out = self.live.image(read_rgb(data, max_pixels=self.settings.max_pixels))
+        return self._spell_with_motion(probs, motion_out)
+
+    def _landmarks(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.live is None:
+            return _error("no_motion", "this server has no motion models: start it with models/asl_motion_*_int8.onnx")
+        try:
+            row = np.asarray(msg.get("values"), dtype=np.float32).ravel()
+            aspect = float(msg.get("aspect", 0.75))
+        except (TypeError, ValueError):
+            return _error("bad_message", "a landmarks message needs 'values': 258 numbers (pose, left hand, right hand)")
+        if row.size != 258 or not np.all(np.isfinite(row)) or not 0.1 <= aspect <= 10:
+            return _error("bad_message", f"a landmarks message needs 258 finite values and an aspect in [0.1, 10], got {row.size}")
+        return {"type": "motion", **self._spell_with_motion(None, self.live.landmarks(row, aspect))}
+
+    def _spell_with_motion(self, probs: np.ndarray | None, motion_out: dict[str, Any]) -> dict[str, Any]:
+        """The spelled text after one frame: its static letter (letters mode, camera frames) and motion commit."""
+        spelling = self.settings.spelling
+        if self.live.mode == "letters" and probs is not None:
+            state = self.speller.update(probs)
+            if state.committed and state.committed not in (spelling.space_label, spelling.delete_label):
+                self.live.letter_typed()
+        if motion_out.get("commit"):
+            self.speller.text = self.live.apply(self.speller.text, motion_out["commit"])
+        return {**self.speller.state.to_dict(), "text": self.speller.text, "motion": motion_out}
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()  # the connection's MediaPipe graph
+
+
 def create_app(
     model: str | Path | Predictor | SignPredictor | None = None, *, settings: ServeSettings | None = None,
     motion: Any = None,
@@ -260,27 +441,15 @@ def create_app(
     """The web app around one predictor: a loaded one, a pixel model file, or None for the shipped default
     (`fusion.load_sign_predictor`: the fused predictor when `models/` holds the landmark model), and
     optionally the motion models (`motion.MotionModels`: j, z and words from the landmark path)."""
-    settings = settings or ServeSettings()
-    if isinstance(model, SignPredictor):
-        predictor = model
-    elif isinstance(model, Predictor):
-        predictor = SignPredictor(model)
-    else:
-        predictor = load_sign_predictor(model, threads=settings.threads)
-    with quiet_native_stderr():  # MediaPipe's start-up logging
-        predictor.predict_image(np.zeros((predictor.pixel.image_size,) * 2 + (3,), np.uint8))  # warm up
-    classes = list(predictor.classes)
-    masks = {which: class_mask(classes, which) for which in ("all", "letters", "digits")
-             if which == "all" or any(c.isdigit() == (which == "digits") for c in classes)}
-    default_mask = class_mask(classes, settings.classes)
+    service = Service.load(model, settings or ServeSettings(), motion)
+    settings = service.settings
     app = FastAPIOffline(  # /docs and /redoc with Swagger UI and ReDoc served from the package: no CDN
         title="asl-tinyml",
         version="0.1.0",
         description="ASL fingerspelling from a webcam or a photo with a tiny FastKAN classifier.",
     )
-    app.state.predictor = predictor
+    app.state.predictor = service.predictor
     app.state.settings = settings
-    decoding = threading.BoundedSemaphore(settings.max_decodes)
     app.state.motion = motion
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -291,15 +460,9 @@ def create_app(
     @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         """The server is up: the model file, its kind, and its classes."""
-        pixel, landmark = predictor.pixel, predictor.landmark
-        return {
-            "status": "ok", "model": str(pixel.path), "kind": pixel.kind, "model_name": pixel.model_name,
-            "landmark_model": str(landmark.path) if landmark else None,
-            "fusion_weight": predictor.weight if landmark else None, "crop": pixel.crop,
-            "classes": len(classes), "labels": classes, "image_size": pixel.image_size,
-        }
+        return service.health()
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=_UPLOAD_BODY,
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=UPLOAD_BODY,
               responses={400: {"description": "not a readable image"}, 413: {"description": "upload too large"},
                          422: {"description": "no image in the request"}})
     async def predict(
@@ -308,155 +471,20 @@ def create_app(
     ) -> dict[str, Any]:
         """Classify one photo: multipart field `file` (or a raw image body); returns the answer and the `topk`
         best classes (`classes=letters|digits` restricts them)."""
-        body = await _read_body(request, settings.max_upload_bytes)
-        content_type = request.headers.get("content-type", "")
-        if classes_ not in masks:
-            raise HTTPException(422, f"the model knows no {classes_}; use classes=all")
-
-        def handle() -> Classified:  # parse, decode and classify in one worker thread
-            data = image_from_body(body, content_type, settings.max_upload_bytes)
-            return classify_bytes(predictor, data, settings.max_pixels, decoding, masks[classes_])
-
-        try:
-            out = await run_in_threadpool(handle)
-        except ImageTooLarge as exc:
-            raise HTTPException(413, str(exc)) from exc
-        except BadImage as exc:
-            raise HTTPException(400, str(exc)) from exc
-        allowed = int(masks[classes_].sum())
-        return {"label": out.label, "top": top_k(out.probs, classes, min(topk, allowed)),
-                "hand": out.hand if predictor.needs_hands else None, "ms": round(out.ms, 3)}
-
-    async def on_frame(data: bytes, speller: Speller, frame_id: Any, mask: np.ndarray, live: Any = None) -> dict[str, Any]:
-        if len(data) > settings.max_frame_bytes:
-            return _error("too_large", f"frame of {_size(len(data))} exceeds {_size(settings.max_frame_bytes)}; downscale it")
-        try:
-            out = await run_in_threadpool(classify_bytes, predictor, data, settings.max_pixels, decoding, mask)
-        except ImageTooLarge as exc:
-            return _error("too_large", str(exc))
-        except BadImage as exc:
-            return _error("bad_image", str(exc))
-        reply = {"type": "prediction", "label": out.label, "hand": out.hand if predictor.needs_hands else None,
-                 "top": top_k(out.probs, classes, min(settings.topk, int(mask.sum()))), "ms": round(out.ms, 3)}
-        if live is None:
-            reply |= speller.update(out.probs).to_dict()
-        else:
-            reply |= await run_in_threadpool(landmark_frame, data, out.probs, speller, live)
-        if frame_id is not None:
-            reply["id"] = frame_id
-        return reply
-
-    def landmark_frame(data: bytes, probs: np.ndarray, speller: Speller, live: Any) -> dict[str, Any]:
-        """The landmark path of one camera frame (in a worker thread): Holistic -> window -> motion model,
-        then the spelled text (static letters typed only in letters mode)."""
-        motion_out = live.image(read_rgb(data, max_pixels=settings.max_pixels))
-        return spell_with_motion(probs, speller, live, motion_out)
-
-    def spell_with_motion(probs: np.ndarray | None, speller: Speller, live: Any, motion_out: dict[str, Any]) -> dict[str, Any]:
-        if live.mode == "letters" and probs is not None:
-            state = speller.update(probs)
-            if state.committed and state.committed not in (settings.spelling.space_label, settings.spelling.delete_label):
-                live.letter_typed()
-        if motion_out.get("commit"):
-            speller.text = live.apply(speller.text, motion_out["commit"])
-        return {**speller.state.to_dict(), "text": speller.text, "motion": motion_out}
-
-    def on_landmarks(msg: dict[str, Any], speller: Speller, live: Any) -> dict[str, Any]:
-        values = msg.get("values")
-        if live is None:
-            return _error("no_motion", "this server has no motion models: start it with models/asl_motion_*_int8.onnx")
-        try:
-            row = np.asarray(values, dtype=np.float32).ravel()
-            aspect = float(msg.get("aspect", 0.75))
-        except (TypeError, ValueError):
-            return _error("bad_message", "a landmarks message needs 'values': 258 numbers (pose, left hand, right hand)")
-        if row.size != 258 or not np.all(np.isfinite(row)) or not 0.1 <= aspect <= 10:
-            return _error("bad_message", f"a landmarks message needs 258 finite values and an aspect in [0.1, 10], got {row.size}")
-        reply = {"type": "motion", **spell_with_motion(None, speller, live, live.landmarks(row, aspect))}
-        return reply
-
-    async def on_message(
-        message: dict[str, Any], speller: Speller, limiter: RateLimiter, session: dict[str, Any], live: Any = None
-    ) -> dict[str, Any]:
-        raw = message.get("bytes")
-        frame_id = None
-        if raw is None:
-            text = message.get("text") or ""
-            try:
-                msg = json.loads(text, parse_constant=_no_constant)
-            except RecursionError:
-                return _error("bad_json", "message is nested too deeply: send {\"type\": \"frame\", \"image\": \"data:...\"}")
-            except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of thousands of digits
-                return _error("bad_json", f"message is not JSON ({exc}): send binary image bytes or "
-                                          "{\"type\": \"frame\", \"image\": \"data:...\"}")
-            if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-                return _error("bad_message", "message must be a JSON object with a string field 'type'")
-            kind = msg["type"]
-            if kind == "clear":
-                return {"type": "state", **speller.clear().to_dict()}
-            if kind in ("space", "backspace"):
-                label = settings.spelling.space_label if kind == "space" else settings.spelling.delete_label
-                return {"type": "state", **speller.edit(label).to_dict()}
-            if kind == "ping":
-                return {"type": "pong"}
-            if kind == "classes":
-                which = msg.get("classes")
-                if which not in masks:
-                    return _error("bad_message", f"classes must be one of {', '.join(masks)}")
-                session["mask"] = masks[which]
-                return {"type": "classes", "classes": which}
-            if kind == "mode":
-                if live is None:
-                    return _error("no_motion", "this server has no motion models, so no word mode")
-                try:
-                    live.set_mode(str(msg.get("mode")))
-                except ValueError as exc:
-                    return _error("bad_message", str(exc))
-                return {"type": "state", "mode": live.mode, **speller.state.to_dict(), "text": speller.text}
-            if kind == "landmarks":
-                if not limiter.allow(time.monotonic()):
-                    return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
-                return await run_in_threadpool(on_landmarks, msg, speller, live)
-            if kind != "frame":
-                return _error("bad_message", f"unknown message type {kind!r}; use frame, clear, space, backspace or ping"
-                              + (" (or mode, landmarks)" if live is not None else ""))
-            if not isinstance(msg.get("image"), str):
-                return _error("bad_message", "a frame message needs 'image': a data:image/jpeg;base64,... URL")
-            frame_id = msg.get("id")
-            if not _is_frame_id(frame_id):
-                return _error("bad_message", "a frame's 'id' must be a string of at most 100 characters or a finite number")
-            try:
-                raw = decode_data_url(msg["image"])
-            except BadImage as exc:
-                return _error("bad_image", str(exc))
-        if not limiter.allow(time.monotonic()):
-            return _error("rate_limited", f"too many frames: at most {settings.max_fps:g} per second; frame dropped")
-        return await on_frame(raw, speller, frame_id, session["mask"], live)
+        body = await read_body(request, settings.max_upload_bytes)
+        return await service.predict(body, request.headers.get("content-type", ""), topk, classes_)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
-        speller = Speller(classes, settings.spelling)
-        limiter = RateLimiter(settings.max_fps)
-        session: dict[str, Any] = {"mask": default_mask}
-        live = None
-        hello = {
-            "type": "hello", "classes": classes, "image_size": predictor.pixel.image_size, "max_fps": settings.max_fps,
-            "hand": predictor.needs_hands, "answer_sets": list(masks),
-            "max_frame_bytes": settings.max_frame_bytes, **speller.state.to_dict(),
-        }
-        if motion is not None:
-            from .motion import LiveSession
-
-            live = LiveSession(motion)
-            hello["motion"] = {**motion.describe(), "mode": live.mode}
-        await websocket.send_json(hello)
+        connection = Connection(service)
+        await websocket.send_json(connection.hello())
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                await websocket.send_json(await on_message(message, speller, limiter, session, live))
+                await websocket.send_json(await connection.receive(message))
         except WebSocketDisconnect:
             pass
         except Exception:  # a bug, not the client's input: say so, close properly, keep serving the others
@@ -465,8 +493,7 @@ def create_app(
                 await websocket.send_json(_error("internal", "the server failed on this message; reconnect"))
                 await websocket.close(code=1011, reason="internal error")
         finally:
-            if live is not None:
-                live.close()  # the connection's MediaPipe graph
+            connection.close()
 
     return app
 

@@ -1,0 +1,7 @@
+"""`python -m asl_tinyml.cli`: the command line."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
