@@ -157,7 +157,7 @@ class Config:
     # None: letters.npz in `sequences_dir` when present; "" turns them off
     landmark_keypoints: str | None = None  # the keypoint collection's letters.npz (many people's webcams), also
     # trained on; None: $ASL_TINYML_KEYPOINTS or ../shared/landmarks/asl_keypoints/letters.npz; "" turns it off
-    landmark_group_cap: int = 60  # rows of one (person or group, class) an epoch of the landmark model takes at most
+    landmark_group_cap: int = 30  # rows of one (person or group, class) an epoch of the landmark model takes at most
     fusion_weight: float = 0.8  # landmark weight of the shipped pair unless `compare` chose one for the run: what
     # leave-one-source-out chose, scoring answers kept to letters or digits (docs/experiments.md)
     no_hand_threshold: float = 0.5  # below this top probability, a photo without a detected hand is "no hand found"
@@ -284,6 +284,6 @@ class Config:
             quick=True, limit_per_class=self.limit_per_class or 12, epochs=min(self.epochs, 2),
             baseline_epochs=min(self.baseline_epochs, 1), sparsities=[0.0, 0.5], finetune_epochs=1, bench_rounds=1,
             fold_epochs=min(self.fold_epochs, 2), transfer_epochs=min(self.transfer_epochs, 1),
-            landmark_epochs=min(self.landmark_epochs, 10),
+            landmark_epochs=min(self.landmark_epochs, 10), landmark_group_cap=min(self.landmark_group_cap, 4),
             motion_epochs=min(self.motion_epochs, 2), motion_limit=self.motion_limit or 6,
         )

@@ -262,7 +262,7 @@ def train_landmark_model(
     *,
     num_classes: int,
     groups: np.ndarray | None = None,
-    group_cap: int = 60,
+    group_cap: int = 30,
     recipe: FeatureRecipe = FeatureRecipe(),
     hidden: int = 24,
     num_grids: int = 6,
