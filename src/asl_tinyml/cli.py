@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Config, UserError
+from .micro_cli import add_micro
 
 
 class Parser(argparse.ArgumentParser):
@@ -689,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     stages = (_add_merge, _add_preprocess, _add_eda, _add_train, _add_evaluate, _add_compress, _add_export,
-              _add_predict, _add_bench, _add_landmarks, _add_motion, _add_compare, _add_serve, _add_pipeline)  # pipeline order
+              _add_predict, _add_bench, add_micro, _add_landmarks, _add_motion, _add_compare, _add_serve,
+              _add_pipeline)  # pipeline order
     for add in stages:
         add(sub)
     return parser
