@@ -114,7 +114,7 @@ def test_train_landmark_model_learns_separable_poses():
     tr, va = idx[:180], idx[180:]
     model, history = train_landmark_model(points, labels, tr, va, num_classes=4, epochs=25, patience=25, seed=0)
     assert history[-1]["epoch"] <= 25
-    assert max(h["val_acc"] for h in history) >= 0.95  # seeds 0-9 x 1, 2 threads: always 1.0 (test_margins.py)
+    assert max(h["val_acc"] for h in history) >= 0.95  # seeds 0-9: always 1.0 (benchmarks/seed_margins.py)
 
 
 # --- MediaPipe ---------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
     test = metrics["test"]
     assert set(test) == {"images", "hand_found", "detection_rate", "accuracy", "macro_f1", "end_to_end_accuracy"}
     assert test["images"] == 45 and test["hand_found"] == int(found[splits["test"]].sum())
-    assert test["accuracy"] >= 0.95  # seeds 0-9 x 1, 2 threads: always 1.0 (benchmarks/test_margins.py)
+    assert test["accuracy"] >= 0.95  # seeds 0-9: always 1.0 (benchmarks/seed_margins.py)
     assert test["end_to_end_accuracy"] <= test["detection_rate"] + 1e-9  # a missed hand is never right
     model, meta = load_checkpoint(run / "train" / "landmark_fastkan" / "best.pt")
     assert meta["input"] == "landmarks" and meta["classes"] == classes 

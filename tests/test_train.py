@@ -128,7 +128,7 @@ def test_mixup_changes_training_and_counts_accuracy_on_dominant_labels(run: Path
 def test_training_learns_and_writes_its_files(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "t"
     summary = train(tiny_cfg(epochs=6, augment=True), run, out, progress=False)
-    assert summary["best_val_macro_f1"] >= 0.75  # chance 0.25; seeds 0-9 x 1, 2 threads: min 0.833 (test_margins.py)
+    assert summary["best_val_macro_f1"] >= 0.75  # chance 0.25; seeds 0-9 x 1, 2 threads: min 0.833 (seed_margins.py)
     assert summary["epochs_run"] == 6 and 1 <= summary["best_epoch"] <= 6
     assert Path(summary["checkpoint"]) == out / "best.pt"
     rows = _history(out / "history.csv")

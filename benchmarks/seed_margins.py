@@ -4,7 +4,7 @@ Each case re-runs one test's training with `seed` in place of the test's own and
 and prints the figure the test asserts on, one JSON line a run; the last line a case prints is its minimum.
 The thresholds in tests/ sit a clear margin below these minima (docs/experiments.md, "Test margins").
 
-    PYTHONPATH=src python benchmarks/test_margins.py --seeds 0-9 --threads 1,2 [--case train_f1 ...]
+    PYTHONPATH=src python benchmarks/seed_margins.py --seeds 0-9 --threads 1,2 [--case train_f1 ...]
 """
 
 from __future__ import annotations
