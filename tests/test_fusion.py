@@ -139,7 +139,7 @@ def test_fused_evaluate_scores_every_image_with_the_weight_the_landmark_file_rec
     shipped = export_landmark_onnx(ckpt, tmp_path / "lm.onnx", None, fusion_weight=0.9)["onnx"]
     assert LandmarkPredictor(shipped).fusion_weight == 0.9
     assert evaluate(pixel, run, tmp_path / "f9", landmark_model=shipped)["fusion_weight"] == 0.9
-    # landmarks rescue the images with a hand (at most 20 of 24: 0.833); seeds 0-9: 0.833 mostly, min 0.625
+    # landmarks rescue the images with a hand (at most 20 of 24: 0.833); seeds: 0.833 mostly, min 0.625
     assert alone["accuracy"] < 0.4 and fused["accuracy"] >= 0.55
     saved = json.loads((tmp_path / "fused" / "metrics.json").read_text())
     assert saved["landmark_model"].endswith("best.pt") and saved["params"] > alone["params"]
@@ -156,10 +156,10 @@ def test_fused_folds_use_each_folds_own_models_and_a_weight_from_the_other_folds
         _untrained_pixel_model(folds_dir(run, "convkan", "person") / r["fold"] / "best.pt")
     fused = fused_folds(run, "person")
     assert [r["fold"] for r in fused] == ["people1", "people2", "people3"]
-    # at most 28 of 32; seeds 0-9: min 0.875 (at batches of 128, 0.28: a fold that did not learn)
+    # at most 28 of 32; seeds 0-4: min 0.875 (at batches of 128, 0.28: a fold that did not learn)
     assert all(r["n_images"] == 32 and r["hand_found"] == 28 and r["accuracy"] >= 0.8 for r in fused)
     # the weight is chosen on the other folds' held-out images: there pixels are at chance, landmarks right
-    # (seeds 0-9: min 0.6, so >= 0.5: landmarks weigh at least as much as pixels)
+    # (seeds: min 0.6, so >= 0.5: landmarks weigh at least as much as pixels)
     assert all(r["weight"] >= 0.5 and r["pixel_accuracy"] < 0.5 for r in fused)
     assert json.loads((run / "train" / "fused-lopo" / "folds.json").read_text()) == fused
     assert json.loads((run / "train" / "fused-lopo" / "weight.json").read_text())["weight"] >= 0.5

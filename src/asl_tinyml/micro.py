@@ -190,7 +190,7 @@ def load_micro(path: str | Path, arena_bytes: int | None = None) -> MicroModel:
     model = read_model(path)
     ops = builtin_ops(model)
     arena = smallest_arena(model, str(path)) if arena_bytes is None else int(arena_bytes)
-    interpreter, log = _interpreter(model, arena)
+    interpreter, _ = _interpreter(model, arena)
     if interpreter is None:
         raise UserError(f"TensorFlow Lite Micro cannot run {path} in {arena:,} bytes of arena; pass a larger one")
     return MicroModel(path, ops, arena, len(model), interpreter)
