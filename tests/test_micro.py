@@ -15,7 +15,7 @@ import pytest
 from asl_tinyml.cli import main
 from asl_tinyml.config import UserError
 from asl_tinyml.export import tflite_available
-from asl_tinyml.micro import PIXEL_ARENA_BUDGET, micro_available, read_model
+from asl_tinyml.tflm import PIXEL_ARENA_BUDGET, micro_available, read_model
 
 from .test_landmarks import synthetic_landmark_run
 from .tiny_model import make_run, trained_checkpoint
@@ -48,7 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_int8_models_run_in_tflm_in_a_measured_arena_and_agree_with_onnx_int8(
     exported: dict[str, Path], stem: str, run_key: str, min_inputs: int
 ) -> None:
-    from asl_tinyml.micro import _interpreter, agreement, load_micro, split_inputs
+    from asl_tinyml.tflm import _interpreter, agreement, load_micro, split_inputs
 
     tflite, onnx = exported["models"] / f"{stem}_int8.tflite", exported["models"] / f"{stem}_int8.onnx"
     model = load_micro(tflite)  # raises UserError on any op TFLM lacks
@@ -96,7 +96,7 @@ def _with_unknown_op(model: bytes) -> bytes:
 def test_an_op_tflm_lacks_is_named_in_one_user_error(
     exported: dict[str, Path], tmp_path: Path
 ) -> None:
-    from asl_tinyml.micro import load_micro
+    from asl_tinyml.tflm import load_micro
 
     broken = tmp_path / "lsh.tflite"
     broken.write_bytes(_with_unknown_op(read_model(exported["models"] / "asl_landmarks_int8.tflite")))

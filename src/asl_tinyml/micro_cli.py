@@ -1,4 +1,4 @@
-"""`asl-tinyml micro`: exported int8 `.tflite` models run in TensorFlow Lite Micro (`micro.py`), against a board.
+"""`asl-tinyml micro`: exported int8 `.tflite` models run in TensorFlow Lite Micro (`tflm.py`), against a board.
 
 For each model: the ops TFLM runs, flash bytes (the C array in `model_data.h`), the smallest tensor arena,
 their share of an ESP32-S3's SRAM and, with `--run`, top-1 agreement with the ONNX int8 model of the same
@@ -39,7 +39,7 @@ def onnx_beside(tflite: Path) -> Path:
 
 def micro_entry(path: Path, run: Path | None, budget: int) -> dict[str, Any]:
     """The report of one model, with its agreement on `run`'s test split when given."""
-    from .micro import agreement, load_micro, micro_report, split_inputs
+    from .tflm import agreement, load_micro, micro_report, split_inputs
 
     model = load_micro(path)
     report = micro_report(model, budget)
@@ -66,7 +66,7 @@ def format_entry(r: dict[str, Any]) -> str:
 
 
 def _cmd_micro(args: argparse.Namespace) -> int:
-    from .micro import _require_micro
+    from .tflm import _require_micro
 
     _require_micro()
     if args.sram_kib <= 0:
