@@ -1,14 +1,47 @@
-"""Shared fixtures: tiny generated image sources, and the real data root when present."""
+"""Shared fixtures: one deterministic torch state per test, tiny generated image sources, and the real data
+root when present."""
 
 from __future__ import annotations
 
+import os
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from asl_tinyml.config import default_data_root
 
 from .helpers import write_image
+
+TEST_THREADS = 1  # torch intra-op threads in every test: results then depend on neither the cores nor the load
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))  # the CLI subprocesses some tests start
+
+
+def reset_torch() -> None:
+    """One torch state: `TEST_THREADS` threads, deterministic algorithms where torch has them (a warning, not a
+    failure, where it has none), seeded global generators."""
+    torch.set_num_threads(TEST_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
+reset_torch()  # for the first module- and session-scoped fixtures too
+
+
+@pytest.fixture(autouse=True)
+def deterministic_torch() -> Iterator[None]:
+    """Each test, and each wider fixture set up after it, starts from `reset_torch`'s state whatever ran before
+    (compress and motion set their own thread counts; unseeded draws would follow the previous test's). Margins
+    for what remains (the same arithmetic on another CPU's kernels) are measured over seeds:
+    docs/experiments.md, "Test margins"."""
+    reset_torch()
+    yield
+    reset_torch()
 
 
 @pytest.fixture

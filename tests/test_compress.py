@@ -64,7 +64,7 @@ def test_compress_table(ckpt: Path, tmp_path: Path) -> None:
     names = [r["name"] for r in rows]
     assert names[:5] == ["original", "pruned0", "pruned50", "onnx_float", "int8"]
     by = {r["name"]: r for r in rows}
-    assert by["original"]["macro_f1"] >= 0.9 and by["original"]["reduction"] == 1.0
+    assert by["original"]["macro_f1"] >= 0.9 and by["original"]["reduction"] == 1.0  # seeds 0-9: test accuracy 1.0
     assert by["int8"]["bytes"] < 0.7 * by["onnx_float"]["bytes"] and by["int8"]["bytes"] < by["original"]["bytes"]
     assert by["int8"]["macro_f1"] >= by["original"]["macro_f1"] - 0.1
     assert by["pruned50"]["gzip_bytes"] < by["original"]["gzip_bytes"]

@@ -72,7 +72,7 @@ def test_int8_onnx_is_smaller_quantized_and_agrees(exported: dict[str, Path]) ->
     images, labels = color_images(10, seed=8)
     check = compare_models(exported["ckpt"], exported["int8"], images)
     assert check["argmax_agreement"] >= 0.95
-    assert (predictor.predict(images) == labels).mean() >= 0.95
+    assert (predictor.predict(images) == labels).mean() >= 0.95  # tiny model, seeds 0-9: int8 accuracy always 1.0
 
 
 def test_input_scaling_is_folded_into_the_first_conv(exported: dict[str, Path]) -> None:

@@ -135,7 +135,7 @@ def test_train_landmark_model_learns_separable_poses():
     tr, va = idx[:180], idx[180:]
     model, history = train_landmark_model(points, labels, tr, va, num_classes=4, epochs=25, patience=25, seed=0)
     assert history[-1]["epoch"] <= 25
-    assert max(h["val_acc"] for h in history) >= 0.95
+    assert max(h["val_acc"] for h in history) >= 0.95  # seeds 0-9: always 1.0 (benchmarks/seed_margins.py)
 
 
 # --- MediaPipe ---------------------------------------------------------------------------------------
@@ -215,12 +215,9 @@ def test_mediapipe_finds_real_hands(data_root, mediapipe):
     assert set(handedness[found].tolist()) <= {LEFT, RIGHT}
 
 
-def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
-    """train_landmarks/landmark_folds: found-only training, a loadable checkpoint, misses scored as errors."""
-    import json
-
-    from asl_tinyml.landmarks import landmark_folds, train_landmarks
-    from asl_tinyml.models import load_checkpoint
+def synthetic_landmark_run(run: Path) -> Path:
+    """A run folder of 3 classes x 3 signers x 30 images whose landmarks separate the classes; 1 in 10 without a
+    hand. Splits: 180 train, 45 val, 45 test."""
     from asl_tinyml.preprocess import save_splits
 
     rng = np.random.default_rng(0)
@@ -231,7 +228,6 @@ def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
     lm = protos[labels] + 0.01 * rng.standard_normal((len(labels), 21, 3)).astype(np.float32)
     found = rng.random(len(labels)) > 0.1
     paths = np.array([f"{classes[y]}/{i}.png" for i, y in enumerate(labels)])
-    run = tmp_path / "run"
     sources = np.array(["massey_asl"] * len(labels))
     Cache(np.zeros((len(labels), 4, 4, 3), np.uint8), labels, classes, sources, groups, paths).save(run / "cache.npz")
     LandmarkCache(
@@ -241,12 +237,24 @@ def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
     idx = rng.permutation(len(labels))
     splits = {"train": np.sort(idx[:180]), "val": np.sort(idx[180:225]), "test": np.sort(idx[225:])}
     save_splits(splits, run / "splits.json", 0)
+    return run
 
+
+def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
+    """train_landmarks/landmark_folds: found-only training, a loadable checkpoint, misses scored as errors."""
+    import json
+
+    from asl_tinyml.landmarks import landmark_folds, train_landmarks
+    from asl_tinyml.models import load_checkpoint
+
+    run = synthetic_landmark_run(tmp_path / "run")
+    classes, splits = ["a", "b", "c"], json.loads((run / "splits.json").read_text())
+    found = LandmarkCache.load(run).found
     metrics = train_landmarks(run, epochs=20, patience=20, progress=False)
     test = metrics["test"]
     assert set(test) == {"images", "hand_found", "detection_rate", "accuracy", "macro_f1", "end_to_end_accuracy"}
-    assert test["images"] == 45 and test["hand_found"] == int(found[idx[225:]].sum())
-    assert test["accuracy"] >= 0.95
+    assert test["images"] == 45 and test["hand_found"] == int(found[splits["test"]].sum())
+    assert test["accuracy"] >= 0.95  # seeds 0-9: always 1.0 (benchmarks/seed_margins.py)
     assert test["end_to_end_accuracy"] <= test["detection_rate"] + 1e-9  # a missed hand is never right
     model, meta = load_checkpoint(run / "train" / "landmark_fastkan" / "best.pt")
     assert meta["input"] == "landmarks" and meta["classes"] == classes 
@@ -254,7 +262,7 @@ def test_train_and_leave_people_out_on_a_synthetic_landmark_run(tmp_path):
 
     rows = landmark_folds(run, "person", epochs=10, patience=10, progress=False)
     assert [r["fold"] for r in rows] == ["people1", "people2", "people3"]
-    assert all(r["images"] == 90 for r in rows) and all(r["accuracy"] >= 0.9 for r in rows)
+    assert all(r["images"] == 90 for r in rows) and all(r["accuracy"] >= 0.85 for r in rows)  # seeds: min 0.96
     lopo = run / "train" / "landmark_fastkan-lopo"
     assert json.loads((lopo / "folds.json").read_text()) == rows
     _, meta = load_checkpoint(lopo / "people2" / "best.pt")  # every fold's model is kept, for the fused predictor

@@ -205,7 +205,7 @@ def test_training_records_folds_without_leakage_and_learns_j_from_motion(tmp_pat
     assert [f["held_out"] for f in m["folds"]] == ["danial", "cam"]
     for fold in m["folds"]:
         assert fold["n_train"] + fold["n_test"] == m["n"]
-    assert m["holdout_mean_accuracy"] >= 0.9  # motion alone separates j from i here
+    assert m["holdout_mean_accuracy"] >= 0.9  # motion alone separates j from i here (seeds 0-2: always 1.0)
     assert (tmp_path / "out" / "letters" / "confusion_danial.png").exists()
 
 
@@ -222,7 +222,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_export_agrees_with_pytorch_and_is_small(shipped: dict[str, Path]) -> None:
     export = shipped["metrics"]["export"]
     assert export["checks"]["onnx"]["argmax_agreement"] == 1.0 and export["checks"]["onnx"]["max_abs_diff"] < 1e-4
-    assert export["checks"]["onnx_int8"]["argmax_agreement"] >= 0.9
+    assert export["checks"]["onnx_int8"]["argmax_agreement"] >= 0.9  # seeds 0-2: always 1.0 (seed_margins.py)
     assert export["bytes"]["onnx_int8"] <= 64 * 1024
     assert Path(export["paths"]["onnx_int8"]).name == "asl_motion_letters_int8.onnx"
     predictor = M.MotionPredictor(export["paths"]["onnx_int8"])

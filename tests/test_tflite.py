@@ -44,7 +44,7 @@ def test_tflite_int8_is_as_accurate_as_onnx_int8_on_the_test_split(exported: dic
     p_tflite = tflite_predict_proba(out / "asl_fastkan_int8.tflite", images)
     acc_onnx = float((p_onnx.argmax(1) == labels).mean())
     acc_tflite = float((p_tflite.argmax(1) == labels).mean())
-    assert len(test) >= 20 and acc_onnx >= 0.9
+    assert len(test) >= 20 and acc_onnx >= 0.9  # tiny model, seeds 0-9: int8 ONNX accuracy always 1.0
     assert acc_tflite >= acc_onnx - 0.05, (acc_tflite, acc_onnx)
     assert (p_tflite.argmax(1) == p_onnx.argmax(1)).mean() >= 0.9
 

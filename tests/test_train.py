@@ -128,7 +128,7 @@ def test_mixup_changes_training_and_counts_accuracy_on_dominant_labels(run: Path
 def test_training_learns_and_writes_its_files(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "t"
     summary = train(tiny_cfg(epochs=6, augment=True), run, out, progress=False)
-    assert summary["best_val_macro_f1"] > 0.9  # chance is 0.25
+    assert summary["best_val_macro_f1"] >= 0.75  # chance 0.25; seeds 0-9 x 1, 2 threads: min 0.833 (seed_margins.py)
     assert summary["epochs_run"] == 6 and 1 <= summary["best_epoch"] <= 6
     assert Path(summary["checkpoint"]) == out / "best.pt"
     rows = _history(out / "history.csv")
@@ -229,7 +229,7 @@ def test_resume_without_last_checkpoint_is_a_user_error(run: Path, tmp_path: Pat
 def test_leave_people_out(run: Path, tmp_path: Path) -> None:
     results = train_folds(tiny_cfg(epochs=6), run, "person", tmp_path / "lopo", progress=False)
     assert [r["fold"] for r in results] == ["people1", "people2", "people3"]  # three signers, one fold each
-    assert all(r["kind"] == "person" and r["n_images"] == 32 and r["accuracy"] > 0.75 for r in results)
+    assert all(r["kind"] == "person" and r["n_images"] == 32 and r["accuracy"] >= 0.7 for r in results)  # seeds: min 0.84
     assert [list(r["per_person"]) for r in results] == [[f"massey_asl:hand{k}"] for k in (1, 2, 3)]
     assert all(r["per_person"][f"massey_asl:hand{k}"]["accuracy"] == r["accuracy"] for k, r in zip((1, 2, 3), results))
     assert json.loads((tmp_path / "lopo" / "folds.json").read_text()) == results

@@ -139,7 +139,7 @@ def ensure_landmark_and_fused(cfg: Config, run: Path, pixel: str = "convkan", pr
             fused_folds(run, kind, pixel, person_folds=cfg.person_folds)
     weight = held_out_weight(run)
     if not _int8_path(run, LANDMARK).exists():
-        export_landmark_model(run, run / COMPARE_DIR, fusion_weight=weight)
+        export_landmark_model(run, run / COMPARE_DIR, fusion_weight=weight, tflite=False)  # sizes of the ONNX int8 only
         (run / COMPARE_DIR / "asl_landmarks_int8.onnx").replace(_int8_path(run, LANDMARK))
     if not (run / "eval" / f"{FUSED}-{pixel}" / "metrics.json").exists():
         evaluate(_int8_path(run, pixel), run, run / "eval" / f"{FUSED}-{pixel}", landmark_model=_int8_path(run, LANDMARK),

@@ -436,13 +436,15 @@ def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path
 
 def export_landmark_model(
     run_dir: str | Path, out_dir: str | Path = "models", checkpoint: str | Path | None = None, n_calibration: int = 500,
-    fusion_weight: float | None = None,
+    fusion_weight: float | None = None, tflite: bool | None = None,
 ) -> dict[str, Path]:
     """`asl_landmarks.pt`, `.onnx` and `_int8.onnx` (static int8, calibrated on the train split's detected
     hands) of a run's landmark model (default `RUN/train/landmark_fastkan/best.pt`) into `out_dir`; the
-    files record `fusion_weight`, the weight the fused predictor gives them (`fusion.SignPredictor`)."""
+    files record `fusion_weight`, the weight the fused predictor gives them (`fusion.SignPredictor`).
+    With the tflite extra (`tflite` None: when installed) also `_int8.tflite`, as `tflm.export_landmark_tflite`."""
     import shutil
 
+    from .export import tflite_available
     from .models import load_checkpoint
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -460,6 +462,10 @@ def export_landmark_model(
         checkpoint, out_dir / f"{LANDMARK_STEM}.onnx", out_dir / f"{LANDMARK_STEM}_int8.onnx", features[np.sort(rows)],
         fusion_weight,
     )
+    if tflite_available() if tflite is None else tflite:
+        from .tflm import export_landmark_tflite
+
+        paths["tflite"] = export_landmark_tflite(checkpoint, out_dir / f"{LANDMARK_STEM}_int8.tflite", features[np.sort(rows)])
     return {"pt": out_dir / f"{LANDMARK_STEM}.pt", **paths}
 
 
