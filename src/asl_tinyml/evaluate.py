@@ -30,6 +30,7 @@ from .answers import NO_HAND_LABEL, class_mask, restrict_proba, twin_of
 from .config import IMAGE_EXTENSIONS, UserError, canonical_classes, output_dir
 from .fusion import HandInputs, SignPredictor, load_sign_predictor
 from .inference import Predictor
+from .model_sets import describe_file
 from .merge import find_class_dirs, read_manifest
 from .plots import plot_confusion, plot_errors, plot_per_class_f1, plot_pr, plot_roc, plot_training_curves
 from .preprocess import CACHE_NAME, Cache, load_splits
@@ -373,7 +374,7 @@ def evaluate(
     landmark_model: str | Path | None = None,
     fusion_weight: float | None = None,
     classes: str = "all",
-    models_dir: str | Path = "models",
+    models_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a predictor on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`.
 
@@ -410,6 +411,7 @@ def evaluate(
     landmark = predictor.landmark
     metrics = {
         "model": str(model_path),
+        "model_set": describe_file(model_path),
         "model_kind": predictor.pixel.kind,
         "model_name": predictor.pixel.model_name + (" + landmark_fastkan (fused)" if landmark else ""),
         "landmark_model": str(landmark.path) if landmark else None,

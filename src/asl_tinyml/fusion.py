@@ -255,18 +255,22 @@ class SignPredictor:
 
 
 def load_sign_predictor(
-    model: str | Path | None = None, landmark_model: str | Path | None = None, *, models_dir: str | Path = "models",
+    model: str | Path | None = None, landmark_model: str | Path | None = None, *, models_dir: str | Path | None = None,
     weight: float | None = None, threads: int | None = None, no_hand_threshold: float = 0.5,
 ) -> SignPredictor:
-    """The predictor `predict`, `evaluate` and `serve` use. With no `model`, the files the pipeline shipped in
-    `models_dir`: the int8 pixel model, fused with the int8 landmark model when that file exists."""
-    models_dir = Path(models_dir)
+    """The predictor `predict`, `evaluate` and `serve` use. With no `model`, the files of the model set
+    (`model_sets.resolve_models(models_dir)`): the int8 pixel model, fused with the int8 landmark model when
+    that file exists."""
+    from .model_sets import resolve_models
+
+    models_dir = resolve_models(models_dir).path
     if model is None:
         model = models_dir / PIXEL_INT8
         if landmark_model is None and (models_dir / LANDMARK_INT8).exists():
             landmark_model = models_dir / LANDMARK_INT8
         if not Path(model).exists():
-            raise UserError(f"no shipped model in {models_dir}/ ({PIXEL_INT8}); run `asl-tinyml pipeline` or pass --model")
+            raise UserError(f"no shipped model in {models_dir}/ ({PIXEL_INT8}); pass --models-dir DIR or --model FILE, "
+                            "or run `asl-tinyml pipeline`")
     pixel = load_predictor(model, threads)
     landmark = LandmarkPredictor(landmark_model, threads) if landmark_model is not None else None
     return SignPredictor(pixel, landmark, weight, no_hand_threshold)

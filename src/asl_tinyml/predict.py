@@ -17,6 +17,7 @@ from .answers import NO_HAND_LABEL, class_mask, restrict_proba
 from .config import UserError
 from .fusion import LandmarkPredictor, SignPredictor, load_sign_predictor
 from .inference import Predictor
+from .model_sets import describe_file
 
 CHUNK = 128  # images decoded, detected and classified together
 
@@ -43,6 +44,7 @@ def _rows(predictor: SignPredictor, files: list[Path], topk: int, mask: np.ndarr
         raise UserError(
             f"{predictor.pixel.path} failed to run ({type(exc).__name__}: {exc}); re-export it with `asl-tinyml export`"
         ) from exc
+    model_set = describe_file(predictor.pixel.path)
     for path, p, hand, error in zip(files, restrict_proba(proba, mask), found, errors):
         if error is not None:
             yield {"file": str(path), "error": error}
@@ -54,6 +56,7 @@ def _rows(predictor: SignPredictor, files: list[Path], topk: int, mask: np.ndarr
             "labels": [predictor.classes[i] for i in order],
             "probs": [round(float(p[i]), 6) for i in order],
             **({"hand": bool(hand)} if predictor.needs_hands else {}),
+            "model_set": model_set,
         }
 
 
@@ -65,7 +68,7 @@ def predict_paths(
     landmark_model: str | Path | None = None,
     fusion_weight: float | None = None,
     classes: str = "all",
-    models_dir: str | Path = "models",
+    models_dir: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One dict per file, in order: `{file, label, labels, probs[, hand]}` (top-k, most likely first) or
     `{file, error}`.

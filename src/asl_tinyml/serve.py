@@ -1,7 +1,7 @@
 """Real-time recognition: a FastAPI app with a webcam page that spells words, and a small JSON API.
 
 - `GET /`: the page (webcam preview, live top-3, the spelled text, a photo upload box).
-- `GET /health`: status, the model file and its classes.
+- `GET /health`: status, the model file, its set (packaged or a folder) and its classes.
 - `POST /predict?topk=3`: one photo (multipart field `file`, or a raw image body) -> the top classes.
 - `WS /ws`: camera frames in (binary JPEG/PNG bytes, or JSON `{"type": "frame", "image": "data:..."}`),
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
@@ -51,6 +51,7 @@ from .fusion import SignPredictor, load_sign_predictor
 from .hands import quiet_native_stderr
 from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
+from .model_sets import describe_file
 from .spelling import Speller, SpellingConfig
 from .uploads import MIB, UPLOAD_BODY, image_from_body, read_body, size_text
 
@@ -100,6 +101,7 @@ class Health(BaseModel):
     classes: int
     labels: list[str]
     image_size: int
+    model_set: dict[str, Any]
 
 
 BadImage = BadImageError  # the bytes a client sent are not a readable image (400)
@@ -230,6 +232,7 @@ class Service:
             "landmark_model": str(landmark.path) if landmark else None,
             "fusion_weight": self.predictor.weight if landmark else None, "crop": pixel.crop,
             "classes": len(self.classes), "labels": self.classes, "image_size": pixel.image_size,
+            "model_set": describe_file(pixel.path),
         }
 
     async def predict(self, body: bytes, content_type: str, topk: int, which: str) -> dict[str, Any]:

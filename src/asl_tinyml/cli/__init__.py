@@ -13,6 +13,7 @@ from ..config import UserError
 from .args import Parser
 from .landmarks import add_landmarks, add_motion, add_serve
 from .micro import add_micro
+from .package import add_package
 from .pixels import (
     add_bench,
     add_compare,
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="asl-tinyml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     stages = (add_merge, add_preprocess, add_eda, add_train, add_evaluate, add_compress, add_export,
-              add_predict, add_bench, add_micro, add_landmarks, add_motion, add_compare, add_serve, add_pipeline)  # pipeline order
+              add_predict, add_bench, add_micro, add_landmarks, add_motion, add_compare, add_serve, add_pipeline,
+              add_package)  # pipeline order
     for add in stages:
         add(sub)
     return parser

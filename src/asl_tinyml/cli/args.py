@@ -57,5 +57,6 @@ def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
                    "landmark file records, chosen on held-out sources)")
     p.add_argument("--classes", choices=["all", "letters", "digits"], default="all",
                    help="restrict the answers: letters (a-z, space) or digits (0-9) tell ASL twins like o/0 apart")
-    p.add_argument("--models-dir", type=Path, default=Path("models"),
-                   help="where the shipped models are (default: models)")
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help="a model set (default: $ASL_TINYML_MODELS, else ./models when the main job wrote one, else "
+                   "the set packaged with asl-tinyml)")

@@ -92,8 +92,8 @@ def add_motion(sub: argparse._SubParsersAction) -> None:
     e = actions.add_parser("evaluate", help="score a motion model on an .npz of windows (any number of frames)")
     e.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout (x, label[, session])")
     e.add_argument("--model", type=Path, default=None,
-                   help="a motion .onnx/.pt (default: models/asl_motion_letters_int8.onnx or _words_, by the landmark width)")
-    e.add_argument("--models-dir", type=Path, default=Path("models"), help="where the shipped models are (default: models)")
+                   help="a motion .onnx/.pt (default: the model set's asl_motion_letters_int8.onnx or _words_, by width)")
+    e.add_argument("--models-dir", type=Path, default=None, help="a model set (default: as `predict`)")
     e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the confusion matrix (default: eval/motion_KIND)")
     e.add_argument("--aspect", type=float, default=None, help="frame height / width of the recordings (default: 0.75)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -107,7 +107,7 @@ def add_motion(sub: argparse._SubParsersAction) -> None:
     q = actions.add_parser("predict", help="top-k classes of every window of an .npz")
     q.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout")
     q.add_argument("--model", type=Path, default=None, help="a motion .onnx/.pt (default: the shipped one, by width)")
-    q.add_argument("--models-dir", type=Path, default=Path("models"))
+    q.add_argument("--models-dir", type=Path, default=None, help="a model set (default: as `predict`)")
     q.add_argument("--topk", type=int, default=3)
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=_cmd_motion_predict)
@@ -213,8 +213,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=FRACTION, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
     p.add_argument("--stable-frames", type=POSITIVE_INT, default=None, help="steady frames before a sign is typed (default: 8)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--motion-dir", type=Path, default=Path("models"),
-                   help="folder of asl_motion_{letters,words}_int8.onnx: j, z and words through MediaPipe (default: models)")
+    p.add_argument("--motion-dir", type=Path, default=None,
+                   help="folder of asl_motion_{letters,words}_int8.onnx: j, z and words through MediaPipe (default: "
+                   "the model set, as --models-dir)")
     p.add_argument("--no-motion", action="store_true", help="no landmark path: the static pixel model only")
     p.set_defaults(func=_cmd_serve)
 
@@ -231,10 +232,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"{exc}; pick another --threshold/--stable-frames") from exc
     from ..fusion import load_sign_predictor
+    from ..model_sets import resolve_models
 
     settings = ServeSettings(threads=args.threads, max_fps=args.max_fps, spelling=spelling, classes=args.classes)
     predictor = load_sign_predictor(args.model, args.landmark_model, models_dir=args.models_dir,
                                     weight=args.fusion_weight, threads=args.threads)
     run_server(predictor, host=args.host, port=args.port, settings=settings, log_level=args.log_level,
-               motion_dir=None if args.no_motion else args.motion_dir)
+               motion_dir=None if args.no_motion else args.motion_dir or resolve_models(args.models_dir).path)
     return 0

@@ -112,9 +112,11 @@ class MotionPredictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
 
-def default_model_path(kind: str, models_dir: str | Path = "models") -> Path:
-    """The shipped int8 model of `kind` in `models_dir`."""
-    return Path(models_dir) / f"{STEMS[kind]}_int8.onnx"
+def default_model_path(kind: str, models_dir: str | Path | None = None) -> Path:
+    """The shipped int8 model of `kind` in the model set `models_dir` (`model_sets.resolve_models`)."""
+    from ..model_sets import resolve_models
+
+    return resolve_models(models_dir).path / f"{STEMS[kind]}_int8.onnx"
 
 
 def _calibration(data: SequenceSet, n: int = 256, seed: int = 0) -> np.ndarray:

@@ -84,7 +84,7 @@ def train_motion(
 
 
 def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_dir: str | Path | None = None,
-                    models_dir: str | Path = "models", aspect: float = DEFAULT_ASPECT, threads: int = 1) -> dict[str, Any]:
+                    models_dir: str | Path | None = None, aspect: float = DEFAULT_ASPECT, threads: int = 1) -> dict[str, Any]:
     """Score a motion model on an `.npz` of windows (any number of frames): accuracy, macro-F1, per-class
     precision/recall/F1, the confusion matrix (and its figure in `out_dir`). Labels outside the model's
     classes are counted under `skipped`. Without `model`, the shipped letters or words model is picked
@@ -113,7 +113,7 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     return metrics
 
 
-def predict_motion(data_path: str | Path, model: str | Path | None = None, models_dir: str | Path = "models",
+def predict_motion(data_path: str | Path, model: str | Path | None = None, models_dir: str | Path | None = None,
                    topk: int = 3, aspect: float = DEFAULT_ASPECT) -> list[dict[str, Any]]:
     """The top-k classes of every window of an `.npz` (its `label` is reported next to them when present)."""
     data = load_sequences(data_path)
