@@ -157,6 +157,7 @@ class Config:
     # None: letters.npz in `sequences_dir` when present; "" turns them off
     landmark_keypoints: str | None = None  # the keypoint collection's letters.npz (many people's webcams), also
     # trained on; None: $ASL_TINYML_KEYPOINTS or ../shared/landmarks/asl_keypoints/letters.npz; "" turns it off
+    landmark_folds: bool = True  # the main job holds out every person and group once with the landmark model
     landmark_group_cap: int = 30  # rows of one (person or group, class) an epoch of the landmark model takes at most
     fusion_weight: float = 0.8  # landmark weight of the shipped pair unless `compare` chose one for the run: what
     # leave-one-source-out chose, scoring answers kept to letters or digits (docs/experiments.md)

@@ -108,10 +108,12 @@ def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path,
     on the test split; the report's table rows."""
     from .evaluate import evaluate
     from .fusion import held_out_weight
-    from .landmarks import build_landmark_cache, export_landmark_model, train_landmarks
+    from .landmarks import build_landmark_cache, export_landmark_model, landmark_folds, train_landmarks
 
     build_landmark_cache(merged, run, hand_cache=cfg.hand_cache_path())
     lm = train_landmarks(run, **cfg.landmark_options())
+    if cfg.landmark_folds:  # every person and group held out once: the report's first table
+        landmark_folds(run, "person", person_folds=cfg.person_folds, progress=False, **cfg.landmark_options())
     weight = held_out_weight(run)
     paths = export_landmark_model(run, cfg.models_dir, fusion_weight=cfg.fusion_weight if weight is None else weight)
     fused = evaluate(pixel_int8, run, run / "eval" / "fused", landmark_model=paths["onnx_int8"])
