@@ -8,7 +8,6 @@ model changes; `/docs` needs no network.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -30,9 +29,8 @@ from asl_tinyml.cli import main
 from asl_tinyml.config import Config, UserError
 from asl_tinyml.images import BadImageError, ImageTooLargeError, load_image
 from asl_tinyml.merge import MANIFEST, read_manifest
-from asl_tinyml.models import create_model, save_checkpoint
 
-from .helpers import websocket_error, write_image
+from .helpers import landmark_checkpoint, letters_npz, motion_checkpoint, tree_digest, websocket_error, write_image
 from .tiny_model import CLASSES, SIZE, make_run, trained_checkpoint
 
 pytest.importorskip("httpx2", reason="the test client needs httpx2 (pip install httpx2)")
@@ -83,10 +81,6 @@ BAD_FILES = {
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -329,6 +323,17 @@ def test_an_output_path_that_is_a_file_is_one_line(
         (("serve", "--max-fps", "0"), "--max-fps"),
         (("serve", "--stable-frames", "0"), "--stable-frames"),
         (("pipeline", "--epochs", "0"), "--epochs"),
+        (("motion", "predict", "--data", "w.npz", "--topk", "0"), "--topk"),  # issue 25 from here
+        (("motion", "predict", "--data", "w.npz", "--topk", "-1"), "--topk"),
+        (("motion", "evaluate", "--data", "w.npz", "--aspect", "0"), "--aspect"),
+        (("motion", "evaluate", "--data", "w.npz", "--aspect", "nan"), "--aspect"),
+        (("motion", "evaluate", "--data", "w.npz", "--aspect", "-1"), "--aspect"),
+        (("motion", "train", "--epochs", "-1"), "--epochs"),
+        (("motion", "train", "--limit", "0"), "--limit"),
+        (("motion", "train", "--seed", "-1"), "--seed"),
+        (("merge", "src", "--out", ""), "--out"),  # an empty path would be the current folder
+        (("evaluate", "--data", ""), "--data"),
+        (("export", "--out", " "), "--out"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
 )
@@ -364,6 +369,8 @@ CONFIGS = {
     "wrong-type": "epochs: many\n",
     "zero": "batch_size: 0\n",
     "unknown-key": "epoch: 3\n",
+    "motion-epochs-zero": "motion_epochs: 0\n",
+    "motion-limit-zero": "motion_limit: 0\n",
     "binary": b"\xff\xfe\x00\x81",
 }
 
@@ -408,25 +415,15 @@ def test_evaluate_on_a_split_of_one_image(tiny: dict[str, Path], tmp_path: Path,
 
 
 # --- 9: export never clobbers a shipped model ---------------------------------------------------------------
-def landmark_checkpoint(path: Path) -> Path:
-    from asl_tinyml.hands import FeatureRecipe
-
-    model = create_model("landmark_fastkan", len(CLASSES), in_features=FeatureRecipe().size)
-    meta = {"model": "landmark_fastkan", "model_options": {"in_features": FeatureRecipe().size}, "classes": CLASSES,
-            "image_size": None, "input": "landmarks"}
-    save_checkpoint(path, model, meta)
-    return path
-
-
 def test_export_of_a_landmark_checkpoint_writes_nothing(tiny: dict[str, Path], tmp_path: Path, capsys) -> None:
     shipped = tmp_path / "models"
     shipped.mkdir()
     for name in ("asl_fastkan.pt", "asl_fastkan.onnx", "asl_fastkan_int8.onnx", "labels.txt"):
         (shipped / name).write_bytes(f"the shipped {name}".encode())
     before = tree_digest(shipped)
-    lm = landmark_checkpoint(tmp_path / "lm.pt")
+    lm = landmark_checkpoint(tmp_path / "lm.pt", CLASSES)
     user_error(capsys, "export", "--model", lm, "--run", tiny["run"], "--out", shipped, "--no-tflite",
-               words=(str(lm), "landmark", "asl-tinyml landmarks"))
+               words=(str(lm), "hand-landmark model", "asl-tinyml landmarks"))
     assert tree_digest(shipped) == before and sorted(p.name for p in shipped.iterdir()) == sorted(before)
 
 
@@ -541,8 +538,12 @@ def frame_message(**fields: object) -> str:
         ('{"type": "frame", "id": ' + "9" * 5000 + "}", "bad_json", "not JSON"),
         ('{"type": "frame", "image": "data:image/jpeg;base64,' + base64.b64encode(dds_unknown_format()).decode() + '"}',
          "bad_image", "not a readable image"),
+        ('{"type": "classes", "classes": ["all"]}', "bad_message", "classes must be one of all"),
+        ('{"type": "classes", "classes": {"all": 1}}', "bad_message", "classes must be one of all"),
+        ('{"type": "frame", "image": "data:image/jpeg;base64"}', "bad_image", "a data URL needs a comma"),
     ],
-    ids=["nested", "nested-id", "nan-id", "inf-id", "overflow-id", "long-id", "object-id", "huge-int", "dds-frame"],
+    ids=["nested", "nested-id", "nan-id", "inf-id", "overflow-id", "long-id", "object-id", "huge-int", "dds-frame",
+         "classes-list", "classes-object", "data-url-without-comma"],
 )
 def test_websocket_hostile_messages_get_an_error_and_the_socket_stays_usable(
     client: TestClient, message: str, code: str, words: str
@@ -570,6 +571,147 @@ def test_websocket_closes_with_1011_when_the_server_fails(tiny: dict[str, Path])
             ws.receive_json()
         assert closed.value.code == 1011
         assert c.get("/health").status_code == 200
+
+
+# --- issue 25: the newer paths ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kinds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model file of each kind: motion (.pt and its float .onnx) and hand-landmark, plus a letters .npz."""
+    from asl_tinyml.motion import export_motion_onnx
+
+    root = tmp_path_factory.mktemp("kinds")
+    motion = motion_checkpoint(root / "asl_motion_letters.pt")
+    return {"motion": motion, "motion-onnx": export_motion_onnx(motion, root / "motion.onnx", None)["onnx"],
+            "hand-landmark": landmark_checkpoint(root / "lm.pt", CLASSES), "letters": letters_npz(root / "letters.npz")}
+
+
+KIND_CASES = {  # command -> (the kind of model given, words of the reply: what the file is good for)
+    "export": ("motion", "asl-tinyml motion evaluate|predict|export"),
+    "compress": ("hand-landmark", "--landmark-model FILE"),
+    "compress-motion": ("motion", "asl-tinyml motion"),
+    "predict": ("motion", "asl-tinyml motion"),
+    "evaluate": ("motion-onnx", "asl-tinyml motion"),
+    "predict-landmark": ("motion", "asl-tinyml motion"),
+    "motion-export": ("hand-landmark", "--landmark-model FILE"),
+    "motion-evaluate": ("pixel", "asl-tinyml predict|evaluate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KIND_CASES))
+def test_a_model_of_another_kind_is_named_with_the_command_it_belongs_to(
+    case: str, kinds: dict[str, Path], tiny: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    kind, uses = KIND_CASES[case]
+    model = tiny["ckpt"] if kind == "pixel" else kinds[kind]
+    out = tmp_path / "out"
+    args = {
+        "export": ("export", "--model", model, "--run", tiny["run"], "--out", out, "--no-tflite"),
+        "compress": ("compress", "--model", model, "--run", tiny["run"], "--out", out),
+        "compress-motion": ("compress", "--model", model, "--run", tiny["run"], "--out", out),
+        "predict": ("predict", write_image(tmp_path / "a.png"), "--model", model),
+        "evaluate": ("evaluate", "--model", model, "--data", tiny["run"], "--out", out),
+        "predict-landmark": ("predict", write_image(tmp_path / "a.png"), "--model", tiny["onnx"], "--landmark-model", model),
+        "motion-export": ("motion", "export", "--model", model, "--data", kinds["letters"], "--out", out),
+        "motion-evaluate": ("motion", "evaluate", "--model", model, "--data", kinds["letters"], "--out", out),
+    }[case]
+    kind_name = "motion" if kind == "motion-onnx" else kind
+    user_error(capsys, *args, words=(str(model), f"is a {kind_name} model", uses))
+    assert not out.exists()
+
+
+BAD_SEQUENCES = {  # name -> (extra or replaced fields of letters_npz, words of the error)
+    "object-arrays": ({"session": np.array([{"a": 1}, None, 2, "x"], dtype=object)}, "Python objects"),
+    "label-2d": ({"label": np.array([["i"], ["j"], ["i"], ["j"]])}, "field label has shape (4, 1)"),
+    "no-windows": ({"x": np.zeros((0, 12, 126), np.float16), "label": np.array([], str),
+                    "session": np.array([], str)}, "holds no windows"),
+    "strings": ({"x": np.full((4, 12, 126), "a")}, "not numbers"),
+    "width": ({"x": np.zeros((4, 12, 99), np.float16)}, "landmark width 99"),
+}
+
+
+@pytest.mark.parametrize("action", ["evaluate", "predict", "train"])
+@pytest.mark.parametrize("bad", sorted(BAD_SEQUENCES) + ["not-a-zip"])
+def test_a_bad_sequence_file_is_one_line_for_every_motion_action(
+    bad: str, action: str, kinds: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / f"{bad}.npz"
+    if bad == "not-a-zip":
+        path.write_bytes(b"garbage, not an archive")
+        words = "not a readable .npz"
+    else:
+        fields, words = BAD_SEQUENCES[bad]
+        letters_npz(path, **fields)
+    model = ("--model", kinds["motion"]) if action != "train" else ("--out", tmp_path / "run", "--no-final")
+    user_error(capsys, "motion", action, "--data", path, *model, words=(str(path), words))
+    assert not (tmp_path / "run").exists()
+
+
+def test_sequences_of_object_arrays_for_the_landmark_model_are_one_line(tmp_path: Path, capsys) -> None:
+    from asl_tinyml.landmarks import LandmarkCache
+    from asl_tinyml.preprocess import Cache
+
+    run = make_run(tmp_path / "run", per_class=4)
+    paths = Cache.load(run).paths
+    n = len(paths)
+    LandmarkCache(np.random.default_rng(0).random((n, 21, 3), np.float32), np.zeros((n, 21, 3), np.float32),
+                  np.zeros(n, np.int8), np.ones(n, bool), np.zeros(n, np.int8), paths, [(0.5, 1)], 0.01
+                  ).save(run / "landmarks.npz")
+    bad = letters_npz(tmp_path / "letters.npz", session=np.array([{"a": 1}, None, 2, "x"], dtype=object))
+    user_error(capsys, "landmarks", "--run", run, "--reuse", "--train", "--epochs", "1", "--sequences", bad,
+               "--keypoints", "", words=(str(bad), "Python objects"))
+
+
+def test_motion_evaluate_names_a_garbage_onnx_and_windows_of_no_known_class(
+    kinds: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"\x08\x01 not a protobuf" * 10)
+    user_error(capsys, "motion", "evaluate", "--data", kinds["letters"], "--model", garbage,
+               words=(str(garbage), "not a valid ONNX model"))
+    other = letters_npz(tmp_path / "other.npz", labels=("k", "k"))
+    user_error(capsys, "motion", "evaluate", "--data", other, "--model", kinds["motion"],
+               words=(str(other), "labels: k", "classes: i, j"))
+
+
+def test_motion_train_refuses_a_held_out_session_the_file_lacks(kinds: dict[str, Path], tmp_path: Path, capsys) -> None:
+    user_error(capsys, "motion", "train", "--data", kinds["letters"], "--out", tmp_path / "run", "--no-final",
+               "--holdout", "nobody", words=(str(kinds["letters"]), "no session nobody", "alex, cam", "--holdout"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("folder", ["empty", "self-link", "hidden-only"])
+def test_predict_on_a_folder_without_files_says_why(folder: str, tiny: dict[str, Path], tmp_path: Path, capsys) -> None:
+    path = tmp_path / "photos"
+    path.mkdir()
+    if folder == "self-link":
+        (path / "me").symlink_to(path / "me")
+    elif folder == "hidden-only":
+        write_image(path / ".thumb.png")
+    code, out, err = cli(capsys, "predict", path, "--model", tiny["onnx"])
+    assert code == 1 and "Traceback" not in err and err.strip() == "0 classified, 1 failed"
+    reason = {"empty": "it is empty", "self-link": "1 link(s) that loop", "hidden-only": "1 hidden"}[folder]
+    assert out.strip().startswith(f"{path}  error: no file to classify in this folder") and reason in out, out
+
+
+def test_preprocess_never_overwrites_a_file_that_is_not_a_hand_cache(source: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("mediapipe", reason="hand crops need the landmarks extra")
+    merged = tmp_path / "merged"
+    assert main(["merge", str(source), "--out", str(merged)]) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    user_error(capsys, "preprocess", "--merged", merged, "--out", tmp_path / "run", "--hand-crop", "--hand-cache", notes,
+               words=(str(notes), "not a hand cache", "--hand-cache"))
+    assert notes.read_text() == "my notes"
+
+
+def test_rename_dataset_refuses_an_empty_out(source: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    script = Path(__file__).resolve().parents[1] / "rename_dataset.py"
+    done = subprocess.run([sys.executable, str(script), str(source), "--out", ""], cwd=work, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: argument --out: must be a path, got ''"), done.stderr
+    assert not list(work.iterdir())
 
 
 # --- offline: ONNX Runtime telemetry ----------------------------------------------------------------------

@@ -178,7 +178,8 @@ def test_default_out_dir(tmp_path: Path) -> None:
     run = _run_folder(tmp_path / "run", ["a", "b"], ["a", "b"])
     assert default_out_dir("runs/x/train/convkan/best.pt", run) == run / "eval" / "convkan"
     assert default_out_dir("export/convkan_int8.onnx", run) == run / "eval" / "convkan_int8"
-    assert default_out_dir("best.pt", tmp_path) == Path("eval")
+    assert default_out_dir("export/convkan_int8.onnx", run, fused=True) == run / "eval" / "fused-convkan_int8"
+    assert default_out_dir("best.pt", tmp_path) is None  # a folder of class folders: only where --out says
 
 
 def test_cli_json_prints_only_the_metrics(

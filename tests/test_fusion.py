@@ -118,9 +118,9 @@ def test_landmark_model_files_round_trip_and_refuse_the_wrong_slot(run: Path, tm
     assert (p_int8.argmax(1) == p_pt.argmax(1)).mean() >= 0.95
     assert paths["onnx_int8"].stat().st_size < 32 * 1024  # the int8 budget for a landmark model
     for landmark_file in (ckpt, paths["onnx"]):
-        with pytest.raises(UserError, match="is a hand-landmark model; pass it as --landmark-model"):
+        with pytest.raises(UserError, match="is a hand-landmark model, but --model takes a pixel model"):
             load_predictor(landmark_file)
-    with pytest.raises(UserError, match="is not a hand-landmark model"):
+    with pytest.raises(UserError, match="is a pixel model, but --landmark-model takes a hand-landmark model"):
         LandmarkPredictor(trained_checkpoint(tmp_path / "pixel.pt"))
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
@@ -199,5 +199,5 @@ def test_fused_predict_falls_back_to_pixels_without_a_hand(run: Path, tmp_path: 
     assert "error" in fused[4] and fused[4]["file"].endswith("notes.txt")
     assert main(["predict", str(tmp_path / "photos"), "--model", str(pixel), "--landmark-model", str(lm)]) == 0
     assert capsys.readouterr().out.count("[no hand found: centre crop, pixels only]") == 4
-    with pytest.raises(UserError, match="is not a hand-landmark model"):
+    with pytest.raises(UserError, match="is a pixel model, but --landmark-model takes a hand-landmark model"):
         list(predict_paths([tmp_path / "photos"], pixel, landmark_model=pixel))

@@ -68,8 +68,10 @@ def test_the_hand_cache_detects_each_content_once(tmp_path: Path, monkeypatch: p
     assert calls[-1] == ["d.png"] and again.found.all()
     assert len(HandTable.load(cache, hands_module.attempts_for())) == 3
     assert len(HandTable.load(cache, [(0.0, 1)])) == 0  # detections made with other settings are not reused
-    (tmp_path / "broken.npz").write_bytes(b"not an npz")
-    assert len(HandTable.load(tmp_path / "broken.npz", hands_module.attempts_for())) == 0
+    assert len(HandTable.load(tmp_path / "new.npz", hands_module.attempts_for())) == 0  # none yet: detect all
+    (tmp_path / "broken.npz").write_bytes(b"not an npz")  # another file: refused, never overwritten
+    with pytest.raises(UserError, match="is not a hand cache"):
+        HandTable.load(tmp_path / "broken.npz", hands_module.attempts_for())
 
 
 def test_answers_restricted_to_letters_or_digits_tell_twins_apart() -> None:

@@ -319,7 +319,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_bench(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
-    """`bench.csv` (every column) and `bench.md` (a table, the machine, the bars) in `out_dir`."""
+    """`bench.csv` (every column), `bench.md` (`bench_markdown`) and `bench.json` in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "bench.csv", "w", newline="") as f:
@@ -327,6 +327,13 @@ def write_bench(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, 
         writer.writeheader()
         writer.writerows(rows)
     info = machine_info()
+    (out_dir / "bench.md").write_text(bench_markdown(rows, info))
+    (out_dir / "bench.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+    return out_dir / "bench.csv", out_dir / "bench.md"
+
+
+def bench_markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    """The benchmark as markdown: a table of `rows`, the machine (`machine_info`), the bars."""
     head = [
         "model",
         "backend",
@@ -379,9 +386,7 @@ def write_bench(rows: list[dict[str, Any]], out_dir: str | Path) -> tuple[Path, 
     bars = checks(rows)
     if bars:
         lines += ["", "Bars from the issue (accuracy is in compress.md):", *bars]
-    (out_dir / "bench.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "bench.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
-    return out_dir / "bench.csv", out_dir / "bench.md"
+    return "\n".join(lines) + "\n"
 
 
 def bench_images(run_dir: str | Path | None, image_size: int, n: int = 512, seed: int = 0) -> np.ndarray:

@@ -27,6 +27,7 @@ from .engine import FitOptions, class_weights, fit
 from .engine import evaluate as validate
 from .evaluate import evaluate
 from .export import FLOAT_CONVS, calibration_images, export_onnx, quantize_onnx
+from .inference import check_model_kind
 from .models import load_checkpoint, save_checkpoint
 from .preprocess import Cache, load_splits
 from .progress import bar
@@ -217,15 +218,16 @@ def compress(
     out = Path(out_dir) if out_dir is not None else run_dir / "compress"
     if any(not 0 <= s < 1 for s in sparsities):
         raise UserError(f"sparsities must lie in [0, 1), got {list(sparsities)}")
-    torch.set_num_threads(max(1, threads))
-    out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint)
+    check_model_kind(checkpoint, meta.get("input"), "pixel", "`asl-tinyml compress`")
     cache = Cache.load(run_dir)
     if list(cache.classes) != list(meta["classes"]) or cache.images.shape[1] != int(meta["image_size"]):
         raise UserError(
             f"{checkpoint} was not trained on {run_dir} (classes or image size differ); pass the run it came from"
         )
     splits = load_splits(run_dir, len(cache))
+    torch.set_num_threads(max(1, threads))
+    out.mkdir(parents=True, exist_ok=True)
 
     def score(path: Path, name: str) -> dict[str, Any]:
         return evaluate(path, run_dir, out / "eval" / name, split=split, threads=threads)

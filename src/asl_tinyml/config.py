@@ -213,12 +213,14 @@ class Config:
             if not _is_type(value, hints[f.name]):
                 raise UserError(f"config key {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
         positive = ("image_size", "frame_block", "epochs", "batch_size", "patience", "bench_rounds", "fold_epochs",
-                    "transfer_epochs", "baseline_epochs", "finetune_epochs", "landmark_group_cap")
+                    "transfer_epochs", "baseline_epochs", "finetune_epochs", "landmark_group_cap", "landmark_epochs",
+                    "motion_epochs")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
-        if self.limit_per_class is not None and self.limit_per_class < 1:
-            raise UserError(f"config key 'limit_per_class' must be at least 1 (or null), got {self.limit_per_class}")
+        for name in ("limit_per_class", "motion_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"config key {name!r} must be at least 1 (or null), got {getattr(self, name)}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise UserError("config keys 'val_fraction' and 'test_fraction' must lie in (0, 1) with a sum below 1")
         if not all(0 <= s < 1 for s in self.sparsities):

@@ -56,11 +56,14 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CACHE_NAME).is_file()
 
 
-def default_out_dir(model_path: str | Path, data: str | Path) -> Path:
-    """`<run>/eval/<name>` for a run folder (name: the model file's stem, or its folder for best.pt), else `eval`."""
+def default_out_dir(model_path: str | Path, data: str | Path, fused: bool = False) -> Path | None:
+    """`<run>/eval/<name>` for a run folder (name: the model file's stem, or its folder for best.pt; `fused-<name>`
+    for the fused predictor), else None: a folder of class folders gets outputs only where `--out` says."""
+    if not is_run_dir(data):
+        return None
     model_path = Path(model_path)
     name = model_path.parent.name if model_path.stem in GENERIC_STEMS and model_path.parent.name else model_path.stem
-    return Path(data) / "eval" / name if is_run_dir(data) else Path("eval")
+    return Path(data) / "eval" / (f"fused-{name}" if fused else name)
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -309,6 +312,8 @@ def format_summary(metrics: dict[str, Any]) -> str:
     lines.append(f"worst classes (F1): {worst}")
     if metrics.get("out_dir"):
         lines.append(f"wrote {metrics['out_dir']}/metrics.json, report.md and {len(metrics.get('figures', {}))} figure(s)")
+    else:
+        lines.append("nothing written: --out DIR keeps metrics.json, report.md and the figures")
     return "\n".join(lines)
 
 
@@ -375,8 +380,10 @@ def evaluate(
     fusion_weight: float | None = None,
     classes: str = "all",
     models_dir: str | Path | None = None,
+    into_run: bool = True,
 ) -> dict[str, Any]:
-    """Score a predictor on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`.
+    """Score a predictor on `data`; write `metrics.json`, `report.md` and PNG figures to `out_dir`, else (with
+    `into_run`) into a run folder's `eval/<model>` (`default_out_dir`); otherwise nothing is written.
 
     The predictor is `predictor`, else `model_path` (with `landmark_model`: fused), else the shipped one in
     `models_dir` (`fusion.load_sign_predictor`). `data` is a run folder (its `split` of cache.npz, hands
@@ -392,9 +399,10 @@ def evaluate(
         predictor = load_sign_predictor(model_path, landmark_model, models_dir=models_dir, weight=fusion_weight,
                                         threads=threads)
     model_path = Path(predictor.pixel.path)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(model_path, data)
-    if predictor.landmark is not None and out_dir is None:
-        out = out.parent / f"fused-{out.name}"
+    out = Path(out_dir) if out_dir is not None else (
+        default_out_dir(model_path, data, predictor.landmark is not None) if into_run else None)
+    if out is not None:
+        output_dir(out, "--out", create=False)  # a file in the way is refused before the scoring
     mask = class_mask(predictor.classes, classes)
     if is_run_dir(data):
         ev, proba, found = run_split(data, split, predictor)
@@ -429,23 +437,30 @@ def evaluate(
         "no_hand_answers": int(no_hand.sum()),
         **metrics,
         "skipped": [{"path": p, "reason": r} for p, r in ev.skipped],
-        "out_dir": str(out),
+        "out_dir": str(out) if out is not None else None,
     }
-    classes_ = predictor.classes
-    output_dir(out, "--out")
+    history = find_history(model_path, train_dir)
+    metrics["history"] = str(history) if history else None
+    metrics["figures"] = {}
+    if out is not None:
+        write_outputs(metrics, ev.images, ev.labels, proba, output_dir(out, "--out"), history)
+    return metrics
+
+
+def write_outputs(metrics: dict[str, Any], images: np.ndarray, labels: np.ndarray, proba: np.ndarray, out: Path,
+                  history: Path | None) -> None:
+    """The figures, `metrics.json` (their names under `figures`) and `report.md` of one evaluation, into `out`."""
+    classes_ = metrics["classes"]
     title = f"Normalised confusion matrix, accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} (cells in %, blanks < 5%)"
     figures: dict[str, Path | None] = {
         "confusion matrix": plot_confusion(np.array(metrics["confusion_matrix"]), classes_, out / "confusion_matrix.png", title),
         "per-class F1": plot_per_class_f1(metrics, out / "per_class_f1.png"),
-        "ROC curves": plot_roc(ev.labels, proba, classes_, out / "roc_curves.png"),
-        "precision-recall curves": plot_pr(ev.labels, proba, classes_, out / "pr_curves.png"),
-        "confident mistakes": plot_errors(ev.images, ev.labels, proba, classes_, out / "errors.png"),
+        "ROC curves": plot_roc(labels, proba, classes_, out / "roc_curves.png"),
+        "precision-recall curves": plot_pr(labels, proba, classes_, out / "pr_curves.png"),
+        "confident mistakes": plot_errors(images, labels, proba, classes_, out / "errors.png"),
     }
-    history = find_history(model_path, train_dir)
     if history is not None:
         figures["training curves"] = plot_training_curves(history, out / "training_curves.png")
-    metrics["history"] = str(history) if history else None
     metrics["figures"] = {k: v.name for k, v in figures.items() if v is not None}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(metrics, out / "report.md")
-    return metrics

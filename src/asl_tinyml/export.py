@@ -40,6 +40,7 @@ from .inference import (
     ONNX_INPUT,
     ONNX_OUTPUT,
     UINT8_INPUT,
+    check_model_kind,
     load_predictor,
     onnx_metadata,
 )
@@ -411,11 +412,7 @@ def export_all(
     """
     checkpoint = Path(checkpoint)
     _, meta = load_checkpoint(checkpoint)
-    if meta.get("input") == "landmarks":
-        raise UserError(
-            f"{checkpoint} is a hand-landmark checkpoint; export it with `asl-tinyml landmarks --reuse --train "
-            "--export DIR`, and pass `export --model` a pixel model's checkpoint"
-        )
+    check_model_kind(checkpoint, meta.get("input"), "pixel", "`asl-tinyml export`")
     classes = list(meta["classes"])
     use_tflite = tflite_available() if tflite is None else tflite
     if use_tflite:

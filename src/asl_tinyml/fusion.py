@@ -22,7 +22,14 @@ from sklearn.metrics import accuracy_score, f1_score
 from .answers import NO_HAND_LABEL, predict_in_kind
 from .config import Config, UserError
 from .hands import FeatureRecipe
-from .inference import LANDMARK_INPUT, META_CLASSES, META_INPUT, Predictor, load_predictor, open_session
+from .inference import (
+    META_CLASSES,
+    META_INPUT,
+    Predictor,
+    check_model_kind,
+    load_predictor,
+    open_session,
+)
 from .preprocess import Cache, load_splits, make_folds, person_ids
 
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 11), 2))
@@ -87,19 +94,23 @@ class LandmarkPredictor:
             self.kind, self.params = "torch", count_parameters(self.model)
             props = {META_INPUT: meta.get("input"), META_CLASSES: meta["classes"], "features": meta.get("features"),
                      FUSION_WEIGHT: meta.get(FUSION_WEIGHT)}
+            width = meta.get("model_options", {}).get("in_features")
         elif suffix == ".onnx":
             fix = "export one with `asl-tinyml landmarks --train --export DIR`"
             self.session, raw = open_session(self.path, threads, fix=fix)
             props = {META_INPUT: raw.get(META_INPUT), META_CLASSES: json.loads(raw.get(META_CLASSES, "[]")),
                      "features": json.loads(raw.get("features", "{}")), FUSION_WEIGHT: raw.get(FUSION_WEIGHT)}
             self.kind, self.params = "onnx", int(raw["params"]) if raw.get("params", "").isdigit() else None
+            width = self.session.get_inputs()[0].shape[-1]
         else:
             raise UserError(f"{self.path} is neither a checkpoint nor an ONNX model; pass a .pt or .onnx landmark model")
-        if props[META_INPUT] != LANDMARK_INPUT:
-            raise UserError(f"{self.path} is not a hand-landmark model; pass a best.pt from `asl-tinyml landmarks --train`")
+        check_model_kind(self.path, props[META_INPUT], "hand-landmark", "--landmark-model")
         self.classes = [str(c) for c in props[META_CLASSES]]
         features = props["features"] or {}
         self.recipe = FeatureRecipe.from_meta(features)
+        if isinstance(width, int) and width != self.recipe.size:
+            raise UserError(f"{self.path} takes {width} features but the recipe it records makes {self.recipe.size}; "
+                            "re-train it with `asl-tinyml landmarks --train`")
         weight = props[FUSION_WEIGHT]
         self.fusion_weight = float(weight) if weight not in (None, "") else DEFAULT_WEIGHT  # chosen at export
 

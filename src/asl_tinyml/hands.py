@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,16 +412,21 @@ class HandTable:
 
     @classmethod
     def load(cls, path: str | Path, attempts: Sequence[tuple[float, int]]) -> HandTable:
-        """The table at `path`, or an empty one when there is none or it was made with other attempts."""
+        """The table at `path`, or an empty one when there is none or it was made with other attempts. Any other
+        file there (a text file, another archive, a folder) is a UserError: saving the cache would overwrite it."""
         path = Path(path)
+        if not path.exists():
+            return cls.empty(attempts)
+        fix = "pass --hand-cache a new file or a hands.npz it wrote, or move that file away"
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            raise UserError(f"{path} is not a hand cache ({'a folder' if path.is_dir() else 'not an .npz'}); {fix}")
         try:
             with np.load(path, allow_pickle=False) as z:
                 held = [(float(f), int(c)) for f, c in z["attempts"]]
-                if held != list(attempts):
-                    return cls.empty(attempts)
-                return cls(*(z[k] for k in cls.ARRAYS), held)
-        except (OSError, KeyError, ValueError, EOFError):  # absent or unreadable: detect again
-            return cls.empty(attempts)
+                table = cls(*(z[k] for k in cls.ARRAYS), held)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path} is not a hand cache ({type(exc).__name__}: {exc}); {fix}") from exc
+        return table if held == list(attempts) else cls.empty(attempts)
 
 
 def cached_hands(

@@ -34,6 +34,22 @@ META_CROP_MARGIN = "crop_margin"
 LANDMARK_INPUT = "landmarks"
 MOTION_INPUT = "motion"  # a motion model: landmark windows (N, T, F) (`asl_tinyml.motion`)
 UINT8_INPUT = "uint8_nhwc"
+MODEL_KINDS = {None: "pixel", UINT8_INPUT: "pixel", LANDMARK_INPUT: "hand-landmark", MOTION_INPUT: "motion"}
+MODEL_USES = {  # where each kind of model file goes
+    "pixel": "`asl-tinyml predict|evaluate|export|compress --model FILE`",
+    "hand-landmark": "--landmark-model FILE next to a pixel --model (export it with `asl-tinyml landmarks --reuse "
+                     "--train --export DIR`)",
+    "motion": "`asl-tinyml motion evaluate|predict|export --model FILE`",
+}
+
+
+def check_model_kind(path: str | Path, input_meta: Any, wanted: str, given_to: str) -> None:
+    """A UserError when the model file `path`, by its metadata `input`, is not a `wanted` model (pixel,
+    hand-landmark or motion): it names the file's kind, what it was given to and where that kind goes."""
+    kind = MODEL_KINDS.get(input_meta, f"{input_meta!r}-input")
+    if kind != wanted:
+        uses = MODEL_USES.get(kind, "the command that made it")
+        raise UserError(f"{path} is a {kind} model, but {given_to} takes a {wanted} model; use it with {uses}")
 
 
 def onnx_metadata(classes: list[str], image_size: int, model_name: str, params: int | None = None) -> dict[str, str]:
@@ -116,8 +132,7 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(threads)  # process-wide in torch
         self.model, meta = load_checkpoint(path)
-        if meta.get("input") == LANDMARK_INPUT:
-            raise UserError(f"{path} is a hand-landmark model; pass it as --landmark-model next to a pixel --model")
+        check_model_kind(path, meta.get("input"), "pixel", "--model")
         super().__init__(
             path, list(meta["classes"]), int(meta["image_size"]), meta.get("model"),
             count_parameters(self.model), meta, batch_size,
@@ -165,8 +180,7 @@ class OnnxPredictor(Predictor):
         self.workers = max(1, threads or usable_cores())
         self._pool: ThreadPoolExecutor | None = None
         self.session, props = open_session(path)
-        if props.get(META_INPUT) == LANDMARK_INPUT:
-            raise UserError(f"{path} is a hand-landmark model; pass it as --landmark-model next to a pixel --model")
+        check_model_kind(path, props.get(META_INPUT), "pixel", "--model")
         missing = [k for k in (META_CLASSES, META_IMAGE_SIZE) if k not in props]
         if missing:
             raise UserError(f"{path} lacks ONNX metadata {missing}; export it with `asl-tinyml export`")

@@ -24,7 +24,7 @@ from .answers import predict_in_kind
 from .config import UserError
 from .engine import write_history
 from .hands import LEFT, NUM_LANDMARKS, RIGHT, FeatureRecipe, attempts_for, cached_hands, canonical_points
-from .inference import LANDMARK_INPUT
+from .inference import LANDMARK_INPUT, check_model_kind
 from .merge import file_sha256, read_manifest
 from .preprocess import Cache, Fold, grouped_split, load_splits
 from .progress import bar
@@ -422,8 +422,7 @@ def export_landmark_onnx(checkpoint: str | Path, out_path: str | Path, int8_path
     from .models import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
-    if meta.get("input") != LANDMARK_INPUT:
-        raise UserError(f"{checkpoint} is not a hand-landmark model; export pixel models with `asl-tinyml export`")
+    check_model_kind(checkpoint, meta.get("input"), "hand-landmark", "`asl-tinyml landmarks --export`")
     if fusion_weight is not None:
         meta = {**meta, "fusion_weight": float(fusion_weight)}
     out = {"onnx": save_onnx(model, meta, out_path, full_check=True)}

@@ -1,7 +1,8 @@
 """Classify image files with a `.pt` or `.onnx` model: top-k labels and probabilities per file.
 
 Folders are searched recursively (hidden files skipped); every file is tried with Pillow, so any format
-it reads works and anything else (a corrupt image, a text file) gives an error row for that file only.
+it reads works and anything else (a corrupt image, a text file) gives an error row for that file only, as
+does a folder with no file to read (empty, or only links that loop).
 """
 
 from __future__ import annotations
@@ -22,20 +23,29 @@ from .model_sets import describe_file
 CHUNK = 128  # images decoded, detected and classified together
 
 
-def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given and, for folders, every non-hidden file below them (sorted); missing paths as given."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                rel = f.relative_to(path).parts
-                if f.is_file() and not any(part.startswith(".") for part in rel):
-                    yield f
-        else:
-            yield path
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """Every non-hidden regular file below `folder`, sorted."""
+    return [f for f in sorted(folder.rglob("*")) if f.is_file() and not _hidden(f, folder)]
+
+
+def empty_folder_reason(folder: Path) -> str:
+    """Why `folder` holds no file to classify (`folder_files` found none), and what to pass instead."""
+    entries = list(folder.rglob("*"))
+    links = sum(p.is_symlink() and not p.exists() for p in entries)  # a link to itself does not exist either
+    hidden = sum(_hidden(p, folder) for p in entries)
+    held = [f"{links} link(s) that loop or lead nowhere"] * bool(links) + [f"{hidden} hidden entr(ies)"] * bool(hidden)
+    what = "it is empty" if not entries else f"it holds only {' and '.join(held) or 'folders'}"
+    return f"no file to classify in this folder: {what}; pass image files or a folder of them"
 
 
 def _rows(predictor: SignPredictor, files: list[Path], topk: int, mask: np.ndarray) -> Iterator[dict[str, Any]]:
     """One row per file of one batch, in order: top-k labels and probabilities, or the read error."""
+    if not files:
+        return
     try:
         proba, found, errors, _ = predictor.predict_files(files)
     except UserError:
@@ -91,13 +101,18 @@ def predict_paths(
     mask = class_mask(predictor.classes, classes)
     topk = min(topk, int(mask.sum()))
     batch: list[Path] = []
-    for path in expand_paths(paths):
-        batch.append(path)
-        if len(batch) == CHUNK:
+    for path in map(Path, paths):
+        files = folder_files(path) if path.is_dir() else [path]
+        if not files:  # a row of its own, in the order the paths were given
             yield from _rows(predictor, batch, topk, mask)
             batch = []
-    if batch:
-        yield from _rows(predictor, batch, topk, mask)
+            yield {"file": str(path), "error": empty_folder_reason(path)}
+        for f in files:
+            batch.append(f)
+            if len(batch) == CHUNK:
+                yield from _rows(predictor, batch, topk, mask)
+                batch = []
+    yield from _rows(predictor, batch, topk, mask)
 
 
 def format_row(row: dict[str, Any], json_lines: bool = False) -> str:

@@ -168,7 +168,10 @@ def classify_bytes(
 
 def decode_data_url(text: str) -> bytes:
     """The bytes of a `data:image/...;base64,...` URL (or of plain base64). Raises BadImage."""
-    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+    header, comma, payload = text.partition(",") if text.startswith("data:") else ("", ",", text)
+    if not comma:
+        raise BadImage(f"a data URL needs a comma before its base64 payload, got {header[:40]!r}: send "
+                       "data:image/jpeg;base64,<base64 bytes>")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -341,7 +344,7 @@ class Connection:
     async def choose_classes(self, msg: dict[str, Any]) -> dict[str, Any]:
         """`classes`: the answer set of the following frames (all, letters or digits)."""
         which = msg.get("classes")
-        if which not in self.service.masks:
+        if not isinstance(which, str) or which not in self.service.masks:
             return _error("bad_message", f"classes must be one of {', '.join(self.service.masks)}")
         self.mask = self.service.masks[which]
         return {"type": "classes", "classes": which}

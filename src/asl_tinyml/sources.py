@@ -51,10 +51,11 @@ class HandSet:
                          ("points", "found", "labels", "groups", "sources")))
 
 
-def read_npz(path: str | Path, fields: dict[str, int], fix: str) -> dict[str, np.ndarray]:
-    """The arrays `fields` (name -> number of dimensions) of an `.npz`, read without pickles, all with one row
-    count. Anything else (a missing file or field, object arrays, a wrong shape) is a one-line `UserError`
-    naming the file and `fix`."""
+def read_npz(path: str | Path, fields: dict[str, int], fix: str,
+             optional: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """The arrays `fields` (name -> number of dimensions) of an `.npz`, and those of `optional` it holds, read
+    without pickles, all with one row count. Anything else (a missing file or field, object arrays, a wrong
+    shape) is a one-line `UserError` naming the file and `fix`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found; {fix}")
@@ -65,6 +66,7 @@ def read_npz(path: str | Path, fields: dict[str, int], fix: str) -> dict[str, np
             missing = [f for f in fields if f not in z.files]
             if missing:
                 raise UserError(f"{path} has no field {', '.join(missing)} (it has {', '.join(z.files) or 'none'}); {fix}")
+            fields = fields | {f: n for f, n in (optional or {}).items() if f in z.files}
             out = {f: z[f] for f in fields}
     except UserError:
         raise

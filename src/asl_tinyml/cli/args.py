@@ -38,6 +38,14 @@ def _number(kind: type, low: float, high: float | None = None, *, above: bool = 
     return parse
 
 
+def _path(text: str) -> Path:
+    """An argparse `type=` for a file or folder path; an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r} (an empty path would mean the current folder)")
+    return Path(text)
+
+
+PATH = _path
 POSITIVE_INT = _number(int, 1)
 NONNEGATIVE_INT = _number(int, 0)
 PORT = _number(int, 0, 65535)  # 0: any free port
@@ -49,7 +57,7 @@ SPARSITY = _number(float, 0, 1, below=True)
 
 def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that choose the predictor: shipped default, or a pixel model with an optional landmark model."""
-    p.add_argument("--landmark-model", type=Path, default=None,
+    p.add_argument("--landmark-model", type=PATH, default=None,
                    help="a landmark_fastkan .pt/.onnx: the fused predictor (landmarks where a hand is found; "
                    "default with no --model: models/asl_landmarks_int8.onnx when it exists)")
     p.add_argument("--fusion-weight", type=FRACTION, default=None,
@@ -57,6 +65,6 @@ def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
                    "landmark file records, chosen on held-out sources)")
     p.add_argument("--classes", choices=["all", "letters", "digits"], default="all",
                    help="restrict the answers: letters (a-z, space) or digits (0-9) tell ASL twins like o/0 apart")
-    p.add_argument("--models-dir", type=Path, default=None,
+    p.add_argument("--models-dir", type=PATH, default=None,
                    help="a model set (default: $ASL_TINYML_MODELS, else ./models when the main job wrote one, else "
                    "the set packaged with asl-tinyml)")

@@ -7,27 +7,38 @@ import argparse
 from pathlib import Path
 
 from ..config import Config, UserError
-from .args import FRACTION, NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT, add_fusion_arguments
+from .args import (
+    FRACTION,
+    NONNEGATIVE_FLOAT,
+    NONNEGATIVE_INT,
+    PATH,
+    PORT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_fusion_arguments,
+)
 
 
 # --- landmarks -------------------------------------------------------------------------------------
 def add_landmarks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("landmarks", help="MediaPipe hand landmarks of every cached image (+ the landmark_fastkan model)")
-    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder the run was built from")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--merged", type=PATH, default=Path("data_merged"), help="merged folder the run was built from")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
     p.add_argument("--pad", type=NONNEGATIVE_FLOAT, default=0.5, help="border added around each image, x its longer side (default: 0.5)")
     p.add_argument("--no-retry", action="store_true", help="one attempt per image (no lighter model, no unpadded retry)")
     p.add_argument("--reuse", action="store_true", help="keep an existing RUN/landmarks.npz instead of re-detecting")
-    p.add_argument("--hand-cache", type=Path, default=None,
+    p.add_argument("--hand-cache", type=PATH, default=None,
                    help="detections by image hash, reused across runs (default: hands.npz beside the run folder)")
     p.add_argument("--train", action="store_true", help="then train landmark_fastkan and score the test split")
     p.add_argument("--lopo", action="store_true", help="then leave people out with landmark_fastkan")
     p.add_argument("--loso", action="store_true", help="then leave one source out with landmark_fastkan")
-    p.add_argument("--sequences", type=Path, default=None,
-                   help="a letters.npz whose static letters also train the model (default: the shared sequences)")
-    p.add_argument("--keypoints", type=Path, default=None,
-                   help="the keypoint collection's letters.npz, also trained on (default: the shared asl_keypoints)")
-    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+    p.add_argument("--sequences", default=None,
+                   help="a letters.npz whose static letters also train the model (default: the shared sequences; "
+                   "\"\": none)")
+    p.add_argument("--keypoints", default=None,
+                   help="the keypoint collection's letters.npz, also trained on (default: the shared asl_keypoints; "
+                   "\"\": none)")
+    p.add_argument("--export", type=PATH, default=None, metavar="DIR",
                    help="then write asl_landmarks.onnx and asl_landmarks_int8.onnx of the trained model into DIR")
     p.add_argument("--fusion-weight", type=FRACTION, default=None,
                    help="landmark weight the exported files record for the fused predictor (default: the one "
@@ -57,7 +68,8 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(format_detection_report(args.run))
     options = {**Config().landmark_options(), "epochs": args.epochs, "seed": args.seed}
-    options.update({k: v for k, v in (("sequences", args.sequences), ("keypoints", args.keypoints)) if v})
+    options.update({k: Path(v) if v else None for k, v in (("sequences", args.sequences), ("keypoints", args.keypoints))
+                    if v is not None})  # "" turns a source off, as in the config
     if args.train:
         metrics = train_landmarks(args.run, **options)
         print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source", "held_out_sessions")}, indent=1))
@@ -77,38 +89,39 @@ def add_motion(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("motion", help="signs that move (j, z, words) from landmark sequences: train|evaluate|export|predict")
     actions = p.add_subparsers(dest="action", required=True, metavar="<action>")
     t = actions.add_parser("train", help="held-out-session folds, then the shipped model on every session (+ int8 ONNX)")
-    t.add_argument("--data", type=Path, action="append", default=None,
+    t.add_argument("--data", type=PATH, action="append", default=None,
                    help="a sequence .npz (repeatable; default: letters.npz and words.npz of the sequences folder)")
-    t.add_argument("--out", type=Path, default=Path("runs/motion"), help="folder for metrics and figures (default: runs/motion)")
-    t.add_argument("--models-dir", type=Path, default=Path("models"), help="where the shipped files go (default: models)")
-    t.add_argument("--epochs", type=int, default=None, help=f"epochs per model (default: {Config.motion_epochs})")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=PATH, default=Path("runs/motion"), help="folder for metrics and figures (default: runs/motion)")
+    t.add_argument("--models-dir", type=PATH, default=Path("models"), help="where the shipped files go (default: models)")
+    t.add_argument("--epochs", type=POSITIVE_INT, default=None, help=f"epochs per model (default: {Config.motion_epochs})")
+    t.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     t.add_argument("--holdout", nargs="*", default=None, metavar="SESSION",
                    help="sessions held out in turn (default: danial cam; none: skip the folds)")
     t.add_argument("--no-final", action="store_true", help="only the held-out folds: no shipped model")
-    t.add_argument("--limit", type=int, default=None, help="at most N windows per class and session (a quick slice)")
+    t.add_argument("--limit", type=POSITIVE_INT, default=None, help="at most N windows per class and session (a quick slice)")
     t.add_argument("--json", action="store_true", help="print the metrics as JSON")
     t.set_defaults(func=_cmd_motion_train)
     e = actions.add_parser("evaluate", help="score a motion model on an .npz of windows (any number of frames)")
-    e.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout (x, label[, session])")
-    e.add_argument("--model", type=Path, default=None,
+    e.add_argument("--data", type=PATH, required=True, help="an .npz in the shared layout (x, label[, session])")
+    e.add_argument("--model", type=PATH, default=None,
                    help="a motion .onnx/.pt (default: the model set's asl_motion_letters_int8.onnx or _words_, by width)")
-    e.add_argument("--models-dir", type=Path, default=None, help="a model set (default: as `predict`)")
-    e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the confusion matrix (default: eval/motion_KIND)")
-    e.add_argument("--aspect", type=float, default=None, help="frame height / width of the recordings (default: 0.75)")
+    e.add_argument("--models-dir", type=PATH, default=None, help="a model set (default: as `predict`)")
+    e.add_argument("--out", type=PATH, default=None,
+                   help="folder for metrics.json and the confusion matrix (default: none, nothing is written)")
+    e.add_argument("--aspect", type=POSITIVE_FLOAT, default=None, help="frame height / width of the recordings (default: 0.75)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=_cmd_motion_evaluate)
     x = actions.add_parser("export", help="float + int8 ONNX of a motion checkpoint, checked against PyTorch")
-    x.add_argument("--model", type=Path, required=True, help="a motion checkpoint (.pt)")
-    x.add_argument("--data", type=Path, default=None, help="calibration and check windows (default: the sequences folder's file)")
-    x.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
+    x.add_argument("--model", type=PATH, required=True, help="a motion checkpoint (.pt)")
+    x.add_argument("--data", type=PATH, default=None, help="calibration and check windows (default: the sequences folder's file)")
+    x.add_argument("--out", type=PATH, default=Path("models"), help="output folder (default: models)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=_cmd_motion_export)
     q = actions.add_parser("predict", help="top-k classes of every window of an .npz")
-    q.add_argument("--data", type=Path, required=True, help="an .npz in the shared layout")
-    q.add_argument("--model", type=Path, default=None, help="a motion .onnx/.pt (default: the shipped one, by width)")
-    q.add_argument("--models-dir", type=Path, default=None, help="a model set (default: as `predict`)")
-    q.add_argument("--topk", type=int, default=3)
+    q.add_argument("--data", type=PATH, required=True, help="an .npz in the shared layout")
+    q.add_argument("--model", type=PATH, default=None, help="a motion .onnx/.pt (default: the shipped one, by width)")
+    q.add_argument("--models-dir", type=PATH, default=None, help="a model set (default: as `predict`)")
+    q.add_argument("--topk", type=POSITIVE_INT, default=3, help="classes per window (default: 3)")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=_cmd_motion_predict)
 
@@ -127,10 +140,10 @@ def _sequence_files(data: list[Path] | None) -> list[Path]:
 def _cmd_motion_train(args: argparse.Namespace) -> int:
     import json
 
-    from ..motion import HOLDOUT_SESSIONS, train_motion
+    from ..motion import train_motion
 
     epochs = args.epochs or Config.motion_epochs
-    holdouts = tuple(HOLDOUT_SESSIONS if args.holdout is None else args.holdout)
+    holdouts = None if args.holdout is None else tuple(args.holdout)  # None: the default sessions a file holds
     for path in _sequence_files(args.data):
         m = train_motion(path, args.out, None if args.no_final else args.models_dir, holdouts=holdouts, epochs=epochs,
                          seed=args.seed, limit=args.limit, final=not args.no_final)
@@ -151,7 +164,8 @@ def _cmd_motion_evaluate(args: argparse.Namespace) -> int:
 
     from ..motion import DEFAULT_ASPECT, evaluate_motion
 
-    m = evaluate_motion(args.data, args.model, args.out, args.models_dir, args.aspect or DEFAULT_ASPECT)
+    aspect = DEFAULT_ASPECT if args.aspect is None else args.aspect
+    m = evaluate_motion(args.data, args.model, args.out, args.models_dir, aspect)
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -161,19 +175,25 @@ def _cmd_motion_evaluate(args: argparse.Namespace) -> int:
         print(f"skipped (not the model's classes): {m['skipped']}")
     for name, row in m["per_class"].items():
         print(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} f1 {row['f1']:.3f} ({row['support']})")
+    if args.out:
+        print(f"wrote {args.out}/metrics.json" + (" and the confusion matrix" if m["figures"] else ""))
+    else:
+        print("nothing written: --out DIR keeps metrics.json and the confusion matrix")
     return 0
 
 
 def _cmd_motion_export(args: argparse.Namespace) -> int:
     import json
 
+    from ..inference import check_model_kind
     from ..models import load_checkpoint
     from ..motion import STEMS, export_motion, load_sequences
 
     _, meta = load_checkpoint(args.model)
+    check_model_kind(args.model, meta.get("input"), "motion", "`asl-tinyml motion export`")
     kind = (meta.get("features") or {}).get("kind")
     if kind not in STEMS:
-        raise UserError(f"{args.model} is not a motion model")
+        raise UserError(f"{args.model} records no motion kind (letters or words); re-train it with `asl-tinyml motion train`")
     data = args.data or next(p for p in _sequence_files(None) if p.stem == kind)
     result = export_motion(args.model, args.out, load_sequences(data))
     if args.json:
@@ -203,7 +223,7 @@ def _cmd_motion_predict(args: argparse.Namespace) -> int:
 # --- serve -------------------------------------------------------------------------------------------
 def add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: live webcam fingerspelling page, POST /predict and WS /ws (FastAPI)")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=PATH, default=None,
                    help="an .onnx export or .pt checkpoint (default: the shipped predictor in --models-dir)")
     add_fusion_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for the LAN)")
@@ -213,7 +233,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=FRACTION, default=None, help="smoothed confidence needed to type a sign (default: 0.6)")
     p.add_argument("--stable-frames", type=POSITIVE_INT, default=None, help="steady frames before a sign is typed (default: 8)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--motion-dir", type=Path, default=None,
+    p.add_argument("--motion-dir", type=PATH, default=None,
                    help="folder of asl_motion_{letters,words}_int8.onnx: j, z and words through MediaPipe (default: "
                    "the model set, as --models-dir)")
     p.add_argument("--no-motion", action="store_true", help="no landmark path: the static pixel model only")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import UserError
+from .args import PATH
 
 DEFAULT_MODELS = (Path("models/asl_fastkan_int8.tflite"), Path("models/asl_landmarks_int8.tflite"))
 
@@ -20,11 +21,11 @@ DEFAULT_MODELS = (Path("models/asl_fastkan_int8.tflite"), Path("models/asl_landm
 def add_micro(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("micro", help="run exported int8 .tflite models in TensorFlow Lite Micro: ops, arena, flash")
     p.add_argument(
-        "--model", type=Path, nargs="+", default=None,
+        "--model", type=PATH, nargs="+", default=None,
         help="int8 .tflite files (default: models/asl_fastkan_int8.tflite and models/asl_landmarks_int8.tflite)",
     )
     p.add_argument(
-        "--run", type=Path, default=None,
+        "--run", type=PATH, default=None,
         help="run folder: top-1 agreement with the *_int8.onnx beside each model on its test split",
     )
     p.add_argument("--sram-kib", type=int, default=512, help="the board's SRAM in KiB (default: ESP32-S3, 512)")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import PATH
+
 
 def add_package(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("package", help="for maintainers: ship a main-job model set inside the package, with its card")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="the run that made the models (its metrics.json)")
-    p.add_argument("--models-dir", type=Path, default=Path("models"), help="the set to package (default: models)")
-    p.add_argument("--dest", type=Path, default=None, help="where to write (default: the package's packaged_models/)")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="the run that made the models (its metrics.json)")
+    p.add_argument("--models-dir", type=PATH, default=Path("models"), help="the set to package (default: models)")
+    p.add_argument("--dest", type=PATH, default=None, help="where to write (default: the package's packaged_models/)")
     p.set_defaults(func=_cmd_package)
 
 

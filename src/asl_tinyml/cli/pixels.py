@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import Config, UserError
-from .args import NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY, add_fusion_arguments
+from .args import NONNEGATIVE_INT, PATH, POSITIVE_FLOAT, POSITIVE_INT, SPARSITY, add_fusion_arguments
 
 
 def _config(args: argparse.Namespace, **changes: object) -> Config:
@@ -26,8 +26,8 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 
 def add_merge_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `merge`, shared with the root `rename_dataset.py`."""
-    p.add_argument("sources", nargs="*", type=Path, help="source folders (default: `data N/` here, else ../shared/datasets/*)")
-    p.add_argument("--out", type=Path, default=Path("data_merged"), help="output folder (default: data_merged)")
+    p.add_argument("sources", nargs="*", type=PATH, help="source folders (default: `data N/` here, else ../shared/datasets/*)")
+    p.add_argument("--out", type=PATH, default=Path("data_merged"), help="output folder (default: data_merged)")
     p.add_argument("--dry-run", action="store_true", help="report what would be merged; write nothing")
     p.add_argument("--include-extra", action="store_true", help="also merge the optional `del` and `nothing` classes")
     p.add_argument("--limit-per-class", type=POSITIVE_INT, default=None, help="at most N files per source and class (a quick slice)")
@@ -47,13 +47,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 # --- preprocess --------------------------------------------------------------------------------------
 def add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="resize merged images into a uint8 cache and grouped 80/10/10 splits")
-    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder (default: data_merged)")
-    p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder for cache.npz and splits.json")
+    p.add_argument("--merged", type=PATH, default=Path("data_merged"), help="merged folder (default: data_merged)")
+    p.add_argument("--out", type=PATH, default=Path("runs/default"), help="run folder for cache.npz and splits.json")
     p.add_argument("--size", type=POSITIVE_INT, default=64, help="image side in pixels (default: 64)")
     p.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     p.add_argument("--hand-crop", action=argparse.BooleanOptionalAction, default=None,
                    help="crop each image to its MediaPipe hand (default: on when the landmarks extra is installed)")
-    p.add_argument("--hand-cache", type=Path, default=None,
+    p.add_argument("--hand-cache", type=PATH, default=None,
                    help="detections by image hash, reused across runs (default: hands.npz beside the run folder)")
     p.set_defaults(func=_cmd_preprocess)
 
@@ -77,9 +77,9 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 # --- eda ---------------------------------------------------------------------------------------------
 def add_eda(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eda", help="exploratory figures (PNG) of the merged and preprocessed data")
-    p.add_argument("--merged", type=Path, default=Path("data_merged"), help="merged folder (default: data_merged)")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
-    p.add_argument("--out", type=Path, default=None, help="figure folder (default: RUN/eda)")
+    p.add_argument("--merged", type=PATH, default=Path("data_merged"), help="merged folder (default: data_merged)")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--out", type=PATH, default=None, help="figure folder (default: RUN/eda)")
     p.set_defaults(func=_cmd_eda)
 
 
@@ -95,14 +95,14 @@ def _cmd_eda(args: argparse.Namespace) -> int:
 # --- train -------------------------------------------------------------------------------------------
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a run's cache (early stopping on validation macro-F1)")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="run folder holding cache.npz/splits.json")
     p.add_argument("--model", default=None, help="registered model name (default: convkan)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None, help=f"one-cycle schedule length (default: {Config.epochs})")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help=f"(default: {Config.batch_size})")
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help=f"peak learning rate (default: {Config.lr})")
     p.add_argument("--seed", type=NONNEGATIVE_INT, default=None, help=f"weights and augmentation draws (default: {Config.seed})")
-    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields (e.g. ema_decay: 0 turns the weight average off)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--config", type=PATH, default=None, help="a YAML file of Config fields (e.g. ema_decay: 0 turns the weight average off)")
+    p.add_argument("--out", type=PATH, default=None,
                    help="output folder (default: RUN/train/MODEL, RUN/train/MODEL-lopo, RUN/train/MODEL-loso)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--lopo", action="store_true",
@@ -153,12 +153,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --- evaluate ----------------------------------------------------------------------------------------
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a .pt or .onnx model: metrics.json, report.md and PNG figures")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=PATH, default=None,
                    help="a .pt checkpoint or an .onnx export (default: the shipped predictor in --models-dir)")
-    p.add_argument("--data", type=Path, required=True, help="a run folder (cache.npz + splits.json) or a folder of class folders")
+    p.add_argument("--data", type=PATH, required=True, help="a run folder (cache.npz + splits.json) or a folder of class folders")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="split of a run folder (default: test)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval/<model> for a run folder, else ./eval)")
-    p.add_argument("--train-dir", type=Path, default=None, help="folder holding history.csv (default: beside a .pt model)")
+    p.add_argument("--out", type=PATH, default=None,
+                   help="folder for metrics.json, report.md and figures (default: RUN/eval/<model> for a run folder "
+                   "without --json; else none, nothing is written)")
+    p.add_argument("--train-dir", type=PATH, default=None, help="folder holding history.csv (default: beside a .pt model)")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads for inference (default: every usable core)")
     p.add_argument("--json", action="store_true", help="print only the metrics as JSON on stdout")
     add_fusion_arguments(p)
@@ -173,7 +175,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         args.model, args.data, args.out, split=args.split, train_dir=args.train_dir, threads=args.threads,
         landmark_model=args.landmark_model, fusion_weight=args.fusion_weight, classes=args.classes,
-        models_dir=args.models_dir,
+        models_dir=args.models_dir, into_run=not args.json,
     )
     print(json.dumps(metrics, indent=2) if args.json else format_summary(metrics))
     return 0
@@ -185,12 +187,12 @@ DEFAULT_CHECKPOINT = Path("runs/default/train/convkan/best.pt")
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="ONNX float + int8, TFLite int8 and C headers of a checkpoint into models/")
-    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--model", type=PATH, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
     p.add_argument(
-        "--run", type=Path, default=None,
+        "--run", type=PATH, default=None,
         help="run folder whose train split calibrates int8 (default: the checkpoint's run)",
     )
-    p.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
+    p.add_argument("--out", type=PATH, default=Path("models"), help="output folder (default: models)")
     tfl = p.add_mutually_exclusive_group()
     tfl.add_argument(
         "--tflite", dest="tflite", action="store_true", default=None,
@@ -235,9 +237,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # --- compress ----------------------------------------------------------------------------------------
 def add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="pruning sweep + int8: size and accuracy table (compress.csv/.md)")
-    p.add_argument("--model", type=Path, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder the checkpoint was trained on")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/compress)")
+    p.add_argument("--model", type=PATH, default=DEFAULT_CHECKPOINT, help=f"checkpoint (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="run folder the checkpoint was trained on")
+    p.add_argument("--out", type=PATH, default=None, help="output folder (default: RUN/compress)")
     p.add_argument(
         "--sparsities", type=SPARSITY, nargs="+", default=None,
         help="pruning levels in [0, 1); 0 is the fine-tune-only control (default: 0 0.3 0.5 0.7 0.9)",
@@ -284,8 +286,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders (top-k labels); exit 1 if none was read")
-    p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("paths", nargs="+", type=PATH, metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
+    p.add_argument("--model", type=PATH, default=None,
                    help="a .pt or .onnx pixel model (default: the shipped predictor in --models-dir)")
     p.add_argument("--topk", type=POSITIVE_INT, default=3, help="labels per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
@@ -312,13 +314,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency, throughput, memory and size: PyTorch, ONNX float, ONNX int8")
     p.add_argument(
-        "--model", type=Path, action="append", default=None,
+        "--model", type=PATH, action="append", default=None,
         help="a model file (repeatable); a lone .pt also gets its ONNX float/int8 exports "
         "(default: models/asl_fastkan.pt, .onnx, _int8.onnx)",
     )
-    p.add_argument("--baseline", type=Path, default=None, help="a float `fastkan` checkpoint to compare against")
-    p.add_argument("--run", type=Path, default=None, help="run folder whose test images are used (default: random)")
-    p.add_argument("--out", type=Path, default=None, help="folder for bench.csv/.md (default: RUN/bench or ./bench)")
+    p.add_argument("--baseline", type=PATH, default=None, help="a float `fastkan` checkpoint to compare against")
+    p.add_argument("--run", type=PATH, default=None, help="run folder whose test images are used (default: random)")
+    p.add_argument("--out", type=PATH, default=None, help="folder for bench.csv/.md/.json (default: RUN/bench with --run and no --json; else none)")
     p.add_argument("--runs", type=POSITIVE_INT, default=300, help="single-image calls timed per model (default: 300)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="batch for the throughput test (default: 64)")
     p.add_argument("--seconds", type=POSITIVE_FLOAT, default=3.0, help="seconds of batched inference per model (default: 3)")
@@ -330,7 +332,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from ..bench import bench, bench_images
+    from ..bench import bench, bench_images, bench_markdown, machine_info
     from ..inference import load_predictor
 
     names = ("asl_fastkan.pt", "asl_fastkan.onnx", "asl_fastkan_int8.onnx")
@@ -338,12 +340,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not models:
         raise UserError("no model to benchmark in models/; pass --model PATH or run `asl-tinyml export` first")
     size = load_predictor(models[0]).image_size
-    out = args.out or (args.run / "bench" if args.run else Path("bench"))
+    out = args.out or (args.run / "bench" if args.run and not args.json else None)  # --json alone writes nothing
     rows = bench(
         models, bench_images(args.run, size), baseline=args.baseline, out_dir=out, runs=args.runs,
         batch_size=args.batch_size, seconds=args.seconds, rounds=args.rounds,
     )
-    print(json.dumps(rows, indent=2) if args.json else (out / "bench.md").read_text())
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        text = (out / "bench.md").read_text() if out else bench_markdown(rows, machine_info())
+        print(text + (f"wrote {out}/bench.md, bench.csv and bench.json" if out
+                      else "nothing written: --out DIR keeps bench.md, bench.csv and bench.json"))
     return 0
 
 
@@ -352,11 +359,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     from ..compare import ALL_MODELS
 
     p = sub.add_parser("compare", help="every model side by side: test, unseen signers, unseen sources, size, latency")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (after `pipeline` or `preprocess`)")
+    p.add_argument("--run", type=PATH, default=Path("runs/default"), help="run folder (after `pipeline` or `preprocess`)")
     p.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS, metavar="MODEL",
                    help=f"rows of the table (default: all of {', '.join(ALL_MODELS)})")
     p.add_argument("--no-train", action="store_true", help="only collect what the run folder already holds")
-    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields (epochs per fold etc.)")
+    p.add_argument("--config", type=PATH, default=None, help="a YAML file of Config fields (epochs per fold etc.)")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -372,15 +379,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 # --- pipeline ----------------------------------------------------------------------------------------
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="run every stage in order on the default (or given) data")
-    p.add_argument("--data", type=Path, action="append", default=None, help="a source folder (repeatable)")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/default, runs/quick with --quick)")
-    p.add_argument("--merged", type=Path, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
+    p.add_argument("--data", type=PATH, action="append", default=None, help="a source folder (repeatable)")
+    p.add_argument("--out", type=PATH, default=None, help="run folder (default: runs/default, runs/quick with --quick)")
+    p.add_argument("--merged", type=PATH, default=None, help="merged folder (default: data_merged, RUN/data_merged with --quick)")
     p.add_argument("--quick", action="store_true", help="a small, fast slice for smoke tests")
     p.add_argument("--study", action="store_true", default=None,
                    help="the full study: also train the baseline, sweep pruning levels, bench every format, five rounds")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None)
     p.add_argument("--model", default=None)
-    p.add_argument("--config", type=Path, default=None, help="a YAML file of Config fields")
+    p.add_argument("--config", type=PATH, default=None, help="a YAML file of Config fields")
     p.set_defaults(func=_cmd_pipeline)
 
 

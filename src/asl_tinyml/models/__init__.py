@@ -85,6 +85,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file {path} not found; train one with `asl-tinyml train` or pass --model")
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"{path} is an ONNX export, not a checkpoint; pass the .pt it was exported from")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         meta = ckpt["meta"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import UserError
+from ..sources import read_npz
 
 KINDS = ("letters", "words")
 LETTERS_WIDTH, WORDS_WIDTH = 126, 258
@@ -48,26 +49,25 @@ def kind_for_width(width: int) -> str:
     return WIDTHS[width]
 
 
+SEQUENCES_FIX = "pass an .npz in the shared layout: x (N, T, 126 or 258), label (N,), optional session (N,)"
+
+
 def load_sequences(path: str | Path) -> SequenceSet:
-    """An `.npz` in the shared layout: `x` (N, T, D), `label` (N,), optional `session` (N,)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"sequence file {path} not found")
+    """An `.npz` in the shared layout: `x` (N, T, D) numbers, `label` (N,), optional `session` (N,), at least
+    one window; anything else is a one-line `UserError` naming the file."""
+    z = read_npz(path, {"x": 3, "label": 1}, SEQUENCES_FIX, optional={"session": 1})
+    x = z["x"]
+    if not len(x):
+        raise UserError(f"{path} holds no windows (x has shape {x.shape}); {SEQUENCES_FIX}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise UserError(f"{path}: x holds {x.dtype} values, not numbers; {SEQUENCES_FIX}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"x", "label"} - set(z.files)
-            if missing:
-                raise UserError(f"{path} lacks {sorted(missing)}: expected keys x, label (and session)")
-            x = z["x"].astype(np.float32)
-            labels = z["label"].astype(str)
-            sessions = z["session"].astype(str) if "session" in z.files else np.full(len(labels), "unknown")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable .npz ({exc})") from exc
-    if x.ndim != 3 or len(x) != len(labels) or len(sessions) != len(labels):
-        raise UserError(f"{path}: x must be (N, T, D) with one label and session per row, got x {x.shape}, "
-                        f"{len(labels)} labels, {len(sessions)} sessions")
-    kind_for_width(x.shape[-1])
-    return SequenceSet(np.nan_to_num(x), labels, sessions, path)
+        kind_for_width(x.shape[-1])
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    labels = z["label"].astype(str)
+    sessions = z["session"].astype(str) if "session" in z else np.full(len(labels), "unknown")
+    return SequenceSet(np.nan_to_num(x.astype(np.float32)), labels, sessions, Path(path))
 
 
 # --- raw layout --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import UserError
-from ..inference import META_CLASSES, MOTION_INPUT, ONNX_INPUT, open_session
+from ..inference import META_CLASSES, MOTION_INPUT, ONNX_INPUT, check_model_kind, open_session
 from .data import DEFAULT_ASPECT, LETTERS_WIDTH, WORDS_WIDTH, SequenceSet
 from .features import frame_width, sequence_features
 from .train import IDLE_BELOW, MODEL_NAME, _softmax
@@ -47,8 +47,7 @@ def export_motion_onnx(checkpoint: str | Path, out_path: str | Path, int8_path: 
     from ..models import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
-    if meta.get("input") != MOTION_INPUT:
-        raise UserError(f"{checkpoint} is not a motion model")
+    check_model_kind(checkpoint, meta.get("input"), "motion", "`asl-tinyml motion export`")
     out = {"onnx": save_onnx(model, meta, out_path, opset=None)}
     if int8_path is None:
         return out
@@ -69,8 +68,7 @@ class MotionPredictor:
                             "or `asl-tinyml pipeline`, or pass --model")
         if self.path.suffix == ".onnx":
             self.session, props = open_session(self.path, threads, fix="export one with `asl-tinyml motion export`")
-            if props.get("input") != MOTION_INPUT:
-                raise UserError(f"{self.path} is not a motion model (input {props.get('input')!r})")
+            check_model_kind(self.path, props.get("input"), "motion", "a motion command's --model")
             self.classes = json.loads(props[META_CLASSES])
             self.recipe = json.loads(props.get("features", "{}"))
             self.model = None
@@ -81,8 +79,7 @@ class MotionPredictor:
             if threads:
                 torch.set_num_threads(threads)
             self.model, meta = load_checkpoint(self.path)
-            if meta.get("input") != MOTION_INPUT:
-                raise UserError(f"{self.path} is not a motion model")
+            check_model_kind(self.path, meta.get("input"), "motion", "a motion command's --model")
             self.classes = list(meta["classes"])
             self.recipe = dict(meta.get("features", {}))
         self.kind = str(self.recipe.get("kind", "letters"))
@@ -104,6 +101,8 @@ class MotionPredictor:
             raise UserError(f"{self.path} reads {self.kind} windows of width {self.width}, got {windows.shape[-1]}")
         if windows.shape[1] < 2:
             raise UserError(f"a window needs at least 2 frames, got {windows.shape[1]}")
+        if np.ndim(aspect) == 0 and not (np.isfinite(aspect) and aspect > 0):
+            raise UserError(f"the aspect (frame height / width) must be a number above 0, got {aspect}")
         out = []
         for i in range(0, len(windows), batch):
             asp = aspect if np.ndim(aspect) == 0 else np.asarray(aspect)[i : i + batch]

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import UserError
-from .data import DEFAULT_ASPECT, HOLDOUT_SESSIONS, MOTION_LETTERS, load_sequences
+from ..config import UserError, output_dir
+from .data import DEFAULT_ASPECT, HOLDOUT_SESSIONS, MOTION_LETTERS, SequenceSet, load_sequences
 from .export import MotionPredictor, default_model_path, export_motion, save_motion_model
 from .features import sequence_features
 from .train import IDLE_BELOW, MODEL_NAME, decide, holdout, holdout_split, score, train_motion_model
@@ -19,12 +19,36 @@ from .train import IDLE_BELOW, MODEL_NAME, decide, holdout, holdout_split, score
 MODEL_OPTIONS = ("channels", "blocks", "kernel", "hidden", "num_grids", "dropout")  # the rest of **options is training's
 
 
+def holdout_sessions(sessions: np.ndarray, asked: tuple[str, ...] | None, path: str | Path) -> tuple[str, ...]:
+    """The sessions held out in turn: each of `asked`, which must be sessions of the file at `path`, or with
+    `asked` None the default ones (`HOLDOUT_SESSIONS`) the file holds."""
+    present = sorted(set(np.asarray(sessions).astype(str)))
+    if asked is None:
+        return tuple(h for h in HOLDOUT_SESSIONS if h in present)
+    unknown = [h for h in asked if h not in present]
+    if unknown:
+        raise UserError(f"{path} has no session {', '.join(unknown)} to hold out (its sessions: {', '.join(present)}); "
+                        "pass --holdout some of them, or --holdout alone to skip the folds")
+    return tuple(asked)
+
+
+def per_class_and_session(data: SequenceSet, limit: int) -> SequenceSet:
+    """At most `limit` windows of each class and session (a quick slice), in file order."""
+    if limit < 1:
+        raise UserError(f"limit must be at least 1 window per class and session, got {limit}")
+    keep = np.concatenate([
+        np.flatnonzero((data.labels == c) & (data.sessions == s))[:limit]
+        for c in np.unique(data.labels) for s in np.unique(data.sessions)
+    ])
+    return data.subset(np.sort(keep))
+
+
 def train_motion(
     data_path: str | Path,
     out_dir: str | Path,
     models_dir: str | Path | None = "models",
     *,
-    holdouts: tuple[str, ...] = HOLDOUT_SESSIONS,
+    holdouts: tuple[str, ...] | None = None,
     epochs: int = 20,
     seed: int = 0,
     limit: int | None = None,
@@ -35,16 +59,16 @@ def train_motion(
     """The held-out-session folds (train on the other sessions, score this one), then the shipped model on
     every session, exported to `models_dir/asl_motion_<kind>.pt`, `.onnx` and `_int8.onnx` (checked
     against PyTorch). Writes `out_dir/<kind>/metrics.json` and confusion figures; returns the metrics.
-    `limit`: at most this many windows per class and session (a quick slice)."""
+    `holdouts`: the sessions held out (`holdout_sessions`; None: the default ones the file holds); `limit`: at
+    most this many windows per class and session (a quick slice)."""
     from ..plots import plot_motion_confusion
 
+    if epochs < 1:
+        raise UserError(f"a motion model needs at least 1 epoch, got {epochs}")
     data = load_sequences(data_path)
-    if limit:
-        keep = np.concatenate([
-            np.flatnonzero((data.labels == c) & (data.sessions == s))[:limit]
-            for c in np.unique(data.labels) for s in np.unique(data.sessions)
-        ])
-        data = data.subset(np.sort(keep))
+    if limit is not None:
+        data = per_class_and_session(data, limit)
+    holdouts = holdout_sessions(data.sessions, holdouts, data_path)
     kind = data.kind
     classes = [str(c) for c in sorted(set(data.labels))]
     out = Path(out_dir) / kind
@@ -52,8 +76,6 @@ def train_motion(
     result: dict[str, Any] = {"kind": kind, "data": str(data_path), "n": len(data), "frames": int(data.x.shape[1]),
                               "classes": classes, "model": MODEL_NAME, "folds": []}
     for held in holdouts:
-        if held not in set(data.sessions):
-            continue
         fold, _, proba = holdout(data, held, classes=classes, seed=seed, epochs=epochs, progress=progress, **options)
         test = holdout_split(data.sessions, held)[1]
         m = score(data.labels[test], proba, classes, IDLE_BELOW[kind])
@@ -86,9 +108,10 @@ def train_motion(
 def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_dir: str | Path | None = None,
                     models_dir: str | Path | None = None, aspect: float = DEFAULT_ASPECT, threads: int = 1) -> dict[str, Any]:
     """Score a motion model on an `.npz` of windows (any number of frames): accuracy, macro-F1, per-class
-    precision/recall/F1, the confusion matrix (and its figure in `out_dir`). Labels outside the model's
-    classes are counted under `skipped`. Without `model`, the shipped letters or words model is picked
-    by the landmark width (126 or 258)."""
+    precision/recall/F1, the confusion matrix (with `out_dir`: `metrics.json` and its figure there; without,
+    nothing is written). Labels outside the model's classes are counted under `skipped`; a file with none of
+    them is a UserError. Without `model`, the shipped letters or words model is picked by the landmark
+    width (126 or 258)."""
     from ..plots import plot_motion_confusion
 
     data = load_sequences(data_path)
@@ -100,13 +123,19 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     proba = predictor.predict_proba(data.x, aspect)
     ms = (time.perf_counter() - start) * 1000 / max(len(data), 1)
     metrics = score(data.labels, proba, predictor.classes, predictor.idle_below)
+    if metrics["n"] == 0:
+        raise UserError(f"no window of {data_path} is labelled with a class of {path} (labels: "
+                        f"{', '.join(sorted(metrics['skipped']))}; classes: {', '.join(predictor.classes)}); "
+                        "pass windows of its classes or another --model")
     metrics.update(model=str(path), data=str(data_path), kind=data.kind, frames=int(data.x.shape[1]),
                    ms_per_window=round(ms, 3))
     for letter in MOTION_LETTERS if data.kind == "letters" else ():
         if letter in metrics.get("per_class", {}):
             metrics[f"{letter}_recall"] = metrics["per_class"][letter]["recall"]
-    out = Path(out_dir) if out_dir else Path("eval") / f"motion_{data.kind}"
-    out.mkdir(parents=True, exist_ok=True)
+    metrics["figures"] = []
+    if out_dir is None:
+        return metrics
+    out = output_dir(out_dir, "--out")
     figure = plot_motion_confusion(metrics, out / "confusion_matrix.png", f"{path.name} on {Path(data_path).name}")
     metrics["figures"] = [str(figure)] if figure else []
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -116,6 +145,8 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
 def predict_motion(data_path: str | Path, model: str | Path | None = None, models_dir: str | Path | None = None,
                    topk: int = 3, aspect: float = DEFAULT_ASPECT) -> list[dict[str, Any]]:
     """The top-k classes of every window of an `.npz` (its `label` is reported next to them when present)."""
+    if topk < 1:
+        raise UserError(f"--topk must be at least 1, got {topk}")
     data = load_sequences(data_path)
     predictor = MotionPredictor(Path(model) if model else default_model_path(data.kind, models_dir))
     proba = predictor.predict_proba(data.x, aspect)
