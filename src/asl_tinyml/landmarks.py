@@ -440,10 +440,10 @@ def export_landmark_model(
     """`asl_landmarks.pt`, `.onnx` and `_int8.onnx` (static int8, calibrated on the train split's detected
     hands) of a run's landmark model (default `RUN/train/landmark_fastkan/best.pt`) into `out_dir`; the
     files record `fusion_weight`, the weight the fused predictor gives them (`fusion.SignPredictor`).
-    With the tflite extra (`tflite` None: when installed) also `_int8.tflite`, as `tflm.export_landmark_tflite`."""
+    With the tflite extra (`tflite` None: when installed) also `_int8.tflite`, as `micro.export_landmark_tflite`."""
     import shutil
 
-    from .export import tflite_available
+    from .micro import tflite_available
     from .models import load_checkpoint
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -462,7 +462,7 @@ def export_landmark_model(
         fusion_weight,
     )
     if tflite_available() if tflite is None else tflite:
-        from .tflm import export_landmark_tflite
+        from .micro import export_landmark_tflite
 
         paths["tflite"] = export_landmark_tflite(checkpoint, out_dir / f"{LANDMARK_STEM}_int8.tflite", features[np.sort(rows)])
     return {"pt": out_dir / f"{LANDMARK_STEM}.pt", **paths}

@@ -2,7 +2,7 @@
 
 `tflite-micro` (the `tflite` extra) wraps TFLM's real kernels and its arena allocator in Python. Here it
 loads an int8 `.tflite`, names any op TFLM lacks, finds the smallest tensor arena the model runs in,
-predicts, and checks top-1 agreement with the ONNX int8 model. `export_landmark_tflite` gives the landmark
+predicts, and checks top-1 agreement with the ONNX int8 model. `micro.export_landmark_tflite` gives the landmark
 model the pixel model's TFLite path (PT2E int8 through litert-torch).
 
 Flash bytes are the `.tflite` bytes: `model_data.h` holds exactly them (tests/test_tflite.py). The arena is
@@ -253,43 +253,3 @@ def split_inputs(run_dir: str | Path, onnx_path: str | Path) -> tuple[np.ndarray
     features, found = LandmarkPredictor(onnx_path, threads=1).hands_for_run(run_dir)
     rows = test[found[test]]
     return features[rows], cache.labels[rows]
-
-
-# --- the landmark model's TFLite export ---------------------------------------------------------------
-def export_landmark_tflite(checkpoint: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
-    """A landmark checkpoint -> int8 TFLite by the pixel model's path (PT2E static int8, per-channel weights,
-    litert-torch): input (1, F) int8 features, output float32 logits. `calibration`: features (N, F) float32."""
-    from .export import _require_tflite
-    from .inference import LANDMARK_INPUT
-    from .models import load_checkpoint
-
-    _require_tflite()
-    import litert_torch
-    import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    model, meta = load_checkpoint(checkpoint)
-    if meta.get("input") != LANDMARK_INPUT:
-        raise UserError(f"{checkpoint} is not a hand-landmark model; export pixel models with `asl-tinyml export`")
-    features = np.asarray(calibration, np.float32)
-    if features.ndim != 2 or len(features) == 0:
-        raise UserError("the landmark TFLite export needs calibration features (N, F): a run's landmark cache")
-    model.eval()
-    example = (torch.from_numpy(features[:1]),)
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-    move_exported_model_to_eval(prepared)
-    with torch.no_grad():
-        for i in range(len(features)):
-            prepared(torch.from_numpy(features[i : i + 1]))  # exported for batch 1
-    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    allow_exported_model_train_eval(quantized)
-    quantized.eval()
-    edge = litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    edge.export(str(out_path))
-    return out_path
