@@ -150,6 +150,8 @@ class Config:
     noise: float = 0.2  # chance of sensor noise (v2.GaussianNoise)
     jpeg: float = 0.3  # chance of JPEG compression at quality 30-90 (v2.JPEG; webcam and phone uploads)
     mixup_alpha: float = 0.0  # > 0: mix image pairs with Beta(a, a) weights (v2.MixUp)
+    negatives: float = 0.25  # empty scenes (RUN/negatives.npz) added to each pixel batch, as a share of it, with a
+    # uniform target: the model learns to be unsure where no hand is (asl_tinyml.negatives); 0 turns it off
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # hand landmarks and the fused predictor
     landmark_epochs: int = 40
@@ -223,6 +225,8 @@ class Config:
                 raise UserError(f"config key {name!r} must be at least 1 (or null), got {getattr(self, name)}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise UserError("config keys 'val_fraction' and 'test_fraction' must lie in (0, 1) with a sum below 1")
+        if not 0 <= self.negatives <= 1:
+            raise UserError(f"config key 'negatives' must lie in [0, 1] (a share of each batch), got {self.negatives}")
         if not all(0 <= s < 1 for s in self.sparsities):
             raise UserError(f"config key 'sparsities' must hold levels in [0, 1), got {self.sparsities}")
         for name in ("lr", "transfer_lr"):

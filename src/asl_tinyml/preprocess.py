@@ -16,6 +16,7 @@ from .config import UserError, canonical_classes, output_dir
 from .hands import HandTable, cached_hands, hand_crop
 from .images import load_image, read_rgb
 from .merge import read_manifest
+from .negatives import build_negatives, save_negatives
 from .progress import bar
 
 CACHE_NAME = "cache.npz"
@@ -317,7 +318,8 @@ def preprocess(
     *, hand_crop: bool = False, hand_cache: str | Path | None = None, margin: float = 0.25,
 ) -> PreprocessResult:
     """Build `out_dir/cache.npz` and `out_dir/splits.json` from a merged folder; with `hand_crop` every image
-    is cropped to its hand (MediaPipe, detections kept in `hand_cache` by image hash)."""
+    is cropped to its hand (MediaPipe, detections kept in `hand_cache` by image hash). Also writes
+    `out_dir/negatives.npz`, the empty scenes training shows the pixel model (`negatives.build_negatives`)."""
     if size < 1:
         raise UserError(f"--size must be at least 1 pixel, got {size}")
     out_dir = output_dir(out_dir, "--out", create=False)
@@ -327,6 +329,7 @@ def preprocess(
     output_dir(out_dir, "--out")
     cache.save(out_dir / CACHE_NAME)
     save_splits(splits, out_dir / SPLITS_NAME, seed)
+    save_negatives(build_negatives(Path(merged_dir), size, hands), out_dir)  # empty scenes for training
     return PreprocessResult(
         out_dir / CACHE_NAME, out_dir / SPLITS_NAME, len(cache), {k: len(v) for k, v in splits.items()}, skipped,
         int(hands.found.sum()) if hands is not None else None,

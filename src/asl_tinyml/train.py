@@ -1,7 +1,7 @@
 """Train a registered pixel model on a run's cache, and its held-out folds (people or sources left out).
 
 This module holds what is particular to pixels: the cached uint8 images batched by index, torchvision v2
-augmentation for new rooms and cameras, and MixUp. The loop itself (AdamW + one-cycle, weight EMA, early
+augmentation for new rooms and cameras, MixUp, and the empty scenes of `negatives` with a uniform target. The loop itself (AdamW + one-cycle, weight EMA, early
 stopping, checkpoints, DistributedDataParallel under `torchrun`) is `engine.fit`, shared with the landmark
 and motion models.
 """
@@ -26,6 +26,7 @@ from .answers import predict_in_kind
 from .config import Config, UserError
 from .engine import Batches, DistContext, FitOptions, class_weights, fit, predict, setup_distributed
 from .models import count_parameters, create_model
+from .negatives import load_negatives
 from .preprocess import Cache, load_splits, make_folds, person_ids
 
 AUG_GROUP = 8  # images that share one draw of augmentation parameters (v2 draws once per call)
@@ -141,24 +142,47 @@ def fit_options(cfg: Config) -> FitOptions:
     )
 
 
+def empty_target(classes: list[str], nothing: str = "nothing") -> torch.Tensor:
+    """The target of an empty scene: the `nothing` class where the model has one (`--include-extra`), else
+    uniform over the classes (outlier exposure: no sign at all)."""
+    if nothing in classes:
+        return nn.functional.one_hot(torch.tensor(classes.index(nothing)), len(classes)).float()
+    return torch.full((len(classes),), 1.0 / len(classes))
+
+
+def add_negatives(x: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch (x, hard or soft targets) with `negatives` (empty scenes, same layout as x) appended, every
+    target soft: one-hot for the hard ones, `target` (`empty_target`) for the scenes."""
+    soft = y.float() if y.ndim == 2 else nn.functional.one_hot(y, len(target)).float()
+    return torch.cat([x, negatives]), torch.cat([soft, target.expand(len(negatives), -1)])
+
+
 def pixel_batches(
     images: torch.Tensor, labels: torch.Tensor, sampler: DistributedSampler, batch_size: int,
-    augment: v2.Compose | None, mixup: v2.MixUp | None,
+    augment: v2.Compose | None, mixup: v2.MixUp | None, negatives: torch.Tensor | None = None,
+    negative_share: float = 0.0, empty: torch.Tensor | None = None,
 ) -> Batches:
     """An epoch's batches of cached uint8 images: this rank's shuffled share, augmented, as channels-last floats
-    (with MixUp, soft targets)."""
+    (with MixUp, soft targets). With `negatives` (uint8 NCHW empty scenes), each batch also holds
+    `negative_share` x its size of them, drawn at random and augmented alike, with the target `empty`
+    (`empty_target`; `add_negatives`)."""
+    extra = round(negative_share * batch_size) if negatives is not None and len(negatives) and empty is not None else 0
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        draw = torch.Generator().manual_seed(sampler.seed * 100_003 + epoch * 101 + sampler.rank)
         for idx in order.split(batch_size):
             if len(idx) < 2:  # BatchNorm needs two samples; equal on every rank (the sampler pads)
                 continue
-            x = uint8_to_float(images[idx])
+            x, n = uint8_to_float(images[idx]), len(idx)
+            if extra:
+                x = torch.cat([x, uint8_to_float(negatives[torch.randint(len(negatives), (extra,), generator=draw)])])
             if augment is not None:
                 x = augment_batch(x, augment)
-            x, y = x.contiguous(memory_format=torch.channels_last), labels[idx]
-            yield mixup(x, y) if mixup is not None else (x, y)
+            x_signs, y = mixup(x[:n], labels[idx]) if mixup is not None else (x[:n], labels[idx])
+            x, y = add_negatives(x_signs, y, x[n:], empty) if extra else (x_signs, y)
+            yield x.contiguous(memory_format=torch.channels_last), y
 
     return batches
 
@@ -219,7 +243,12 @@ def _train(
     net = net.to(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU; same weights and results
     params = count_parameters(net)
     sampler = DistributedSampler(range(len(y_tr)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed)
-    batches = pixel_batches(x_tr, y_tr, sampler, cfg.batch_size, augment_for(cfg), build_mixup(cfg.mixup_alpha, len(classes)))
+    negatives = load_negatives(run_dir, cfg.image_size) if cfg.negatives > 0 else None
+    batches = pixel_batches(
+        x_tr, y_tr, sampler, cfg.batch_size, augment_for(cfg), build_mixup(cfg.mixup_alpha, len(classes)),
+        None if negatives is None else torch.from_numpy(np.ascontiguousarray(negatives.transpose(0, 3, 1, 2))),
+        cfg.negatives, empty_target(classes),
+    )
 
     def meta(epoch: int, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
         return {
