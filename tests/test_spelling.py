@@ -141,3 +141,43 @@ def test_bad_frames_and_configs_are_rejected() -> None:
         SpellingConfig(threshold=1.5)
     with pytest.raises(ValueError, match="at least one class"):
         Speller([])
+
+
+def replay(word: str, fps: float, hold: float = 2.5, gap: float = 1.0, miss_every: int = 0) -> list[np.ndarray | None]:
+    """The frames the page sends for `word` signed at `fps`: each letter held `hold` seconds, no hand for `gap`
+    seconds between (None); with `miss_every`, every such frame of a hold misses its detection."""
+    frames: list[np.ndarray | None] = [None] * round(gap * fps)
+    for letter in word:
+        held = [frame(letter) for _ in range(round(hold * fps))]
+        if miss_every:
+            held = [None if (k + 1) % miss_every == 0 else f for k, f in enumerate(held)]
+        frames += held + [None] * round(gap * fps)
+    return frames
+
+
+@pytest.mark.parametrize("fps", [4, 6, 8, 10, 12, 15])
+def test_a_double_letter_is_typed_twice_at_the_pages_frame_rates(fps: int) -> None:
+    """The page sends 4-15 frames a second, fewer on a busy server: a hand dropped for a second between two
+    holds of the same letter types it twice, with the default knobs."""
+    assert spell(CLASSES, replay("hallo", fps)) == "hallo"
+    if fps >= 6:  # a shorter drop: at least release_frames frames without a hand
+        assert spell(CLASSES, replay("hallo", fps, gap=0.6)) == "hallo"
+
+
+@pytest.mark.parametrize("fps", [8, 12])
+def test_missed_detections_within_a_hold_type_nothing_twice_and_block_nothing(fps: int) -> None:
+    """A detection missed every fourth frame neither restarts a held sign's count nor releases it."""
+    assert spell(CLASSES, replay("hallo", fps, miss_every=4)) == "hallo"
+    two_missed = hold("l", 5) + [None, None] + hold("l", 10)
+    assert spell(CLASSES, two_missed) == "l"  # 2 < release_frames: the same hold, typed once
+
+
+def test_a_frame_without_a_hand_pauses_the_count_and_a_gap_clears_the_average() -> None:
+    cfg = SpellingConfig(window=4, threshold=0.6, stable_frames=4, release_frames=3)
+    assert spell(CLASSES, hold("a", 2) + [None] + hold("a", 2), cfg) == "a"  # 2 + 2 steady frames
+    # after a gap the average holds no trace of the letter before: the next letter is steady at once
+    sp = Speller(CLASSES, cfg)
+    for p in hold("a", 4) + [None] * 3:
+        sp.update(p)
+    state = sp.update(frame("b"))
+    assert (state.label, state.candidate, state.prob) == ("b", "b", pytest.approx(0.9))

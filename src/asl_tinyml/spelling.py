@@ -9,6 +9,10 @@ Pure logic (no I/O, no model): the web app feeds it one probability vector per c
 - The same label is not committed twice in a row while the hand holds it: a repeated letter needs the
   hand to change in between, either to a different label that becomes stable or through a gap of
   `release_frames` frames that are below the threshold, `nothing`, or without a hand (`None`).
+- A frame without a hand (`None`) is no evidence for any sign: it stays out of the moving average, pauses the
+  count of a sign being held (a detection missed for a frame or two costs nothing), and after `release_frames`
+  of them in a row the hand has gone: the average starts afresh, so the next sign, the same letter again
+  included, counts from its first frame.
 """
 
 from __future__ import annotations
@@ -114,14 +118,13 @@ class Speller:
         return s.label, s.prob, s.candidate, s.progress
 
     def update(self, probs: Sequence[float] | np.ndarray | None) -> SpellingState:
-        """Feed one frame's class probabilities (or None: no hand / no frame) and return the new state."""
+        """Feed one frame's class probabilities (or None: no hand found) and return the new state."""
         cfg = self.config
         if probs is None:
-            frame = np.zeros(len(self.classes), dtype=np.float64)
-        else:
-            frame = np.asarray(probs, dtype=np.float64).reshape(-1)
-            if frame.shape != (len(self.classes),):
-                raise ValueError(f"expected {len(self.classes)} probabilities, got shape {np.shape(probs)}")
+            return self._no_hand()
+        frame = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if frame.shape != (len(self.classes),):
+            raise ValueError(f"expected {len(self.classes)} probabilities, got shape {np.shape(probs)}")
         self._window.append(frame)
         smoothed = np.mean(self._window, axis=0)
         top = int(smoothed.argmax())
@@ -149,6 +152,16 @@ class Speller:
         elif self._candidate is not None:
             progress = 1.0
         self._last = SpellingState(self.text, label, prob, self._candidate, progress, committed, self._held)
+        return self._last
+
+    def _no_hand(self) -> SpellingState:
+        """A frame without a hand: the held sign's count pauses; `release_frames` in a row end it and clear the
+        moving average."""
+        self._gap += 1
+        if self._gap >= self.config.release_frames:
+            self._held, self._candidate, self._count = None, None, 0
+            self._window.clear()
+        self._last = SpellingState(self.text, None, 0.0, None, 0.0, None, self._held)
         return self._last
 
 
