@@ -339,3 +339,35 @@ def test_answers_can_be_restricted_to_letters_or_digits(onnx_model: Path) -> Non
             assert reply["type"] == "prediction" and {p["label"] for p in reply["top"]} <= set(letters)
             ws.send_text(json.dumps({"type": "classes", "classes": "words"}))
             assert ws.receive_json()["type"] == "error"
+
+
+@pytest.mark.parametrize("sure_above", [0.5, 0.0])
+def test_a_camera_frame_without_a_hand_types_nothing_unless_the_pixel_model_is_sure(tmp_path: Path, sure_above: float) -> None:
+    """No hand found and an unsure pixel model: the photo answer is "no hand found" (under `no_hand_threshold`)
+    and the speller, however eager, types nothing (under `sure_without_hand`); a pixel model sure enough of a
+    sign (both 0 here) is typed as before."""
+    from asl_tinyml.fusion import SignPredictor
+
+    letters = ["a", "b", "c", "l"]
+    torch.manual_seed(0)
+    net = create_model("convkan", len(letters), **OPTIONS).eval()
+    ckpt = tmp_path / "hand.pt"  # a model trained on hand crops: the server looks for a hand in every frame
+    save_checkpoint(ckpt, net, {"model": "convkan", "model_options": OPTIONS, "classes": letters, "image_size": SIZE,
+                                "crop": "hand"})
+    predictor = SignPredictor(load_predictor(ckpt), no_hand_threshold=sure_above)
+    eager = SpellingConfig(window=1, threshold=0.0, stable_frames=1, release_frames=1)
+    wall = image_bytes(size=(160, 120))  # a brown wall: no hand
+    settings = ServeSettings(spelling=eager, max_fps=1000, sure_without_hand=0.8 if sure_above else 0.0)
+    with TestClient(create_app(predictor, settings=settings)) as c:
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            for _ in range(3):
+                ws.send_bytes(wall)
+                reply = ws.receive_json()
+        answer = c.post("/predict", files={"file": ("wall.jpg", wall, "image/jpeg")}).json()
+    assert answer["hand"] is False and (answer["label"] == "no hand found") == bool(sure_above)
+    assert reply["hand"] is False
+    if sure_above:  # the speller's state: nothing seen, nothing held, nothing typed
+        assert reply["label"] is None and reply["candidate"] is None and reply["text"] == ""
+    else:
+        assert reply["label"] in letters and reply["text"] != ""

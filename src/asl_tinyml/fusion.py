@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from .answers import NO_HAND_LABEL, predict_in_kind
 from .config import Config, UserError
-from .hands import FeatureRecipe
+from .hands import FeatureRecipe, HandResult
 from .inference import (
     META_CLASSES,
     META_INPUT,
@@ -240,7 +240,13 @@ class SignPredictor:
 
     def predict_image(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """One RGB uint8 image -> (probabilities (C,), hand found); keeps one MediaPipe detector open."""
-        from .hands import NUM_LANDMARKS, HandDetector, HandResult
+        proba, hand = self.predict_hand(image)
+        return proba, hand.found
+
+    def predict_hand(self, image: np.ndarray) -> tuple[np.ndarray, HandResult]:
+        """One RGB uint8 image -> (probabilities (C,), MediaPipe's detection: `found`, landmarks, handedness),
+        the detection also for the live page's moving signs; keeps one MediaPipe detector open."""
+        from .hands import NUM_LANDMARKS, HandDetector
 
         result = HandResult(False)
         if self.needs_hands:
@@ -249,11 +255,12 @@ class SignPredictor:
             result = self._detector.detect(image)
         landmarks = result.landmarks if result.found else np.zeros((NUM_LANDMARKS, 3), np.float32)
         inputs = self.inputs([image], landmarks[None], np.array([result.handedness]), np.array([result.found]))
-        return self.predict_proba(inputs)[0], result.found
+        return self.predict_proba(inputs)[0], result
 
     def label(self, proba: np.ndarray, found: bool) -> str:
         """The answer for one image: its top class, or `NO_HAND_LABEL` where no hand was found (by a predictor
-        that looks for hands) and the top class is below `no_hand_threshold`."""
+        that looks for hands) and the top class is below `no_hand_threshold`: the pixel model, trained to be
+        unsure on empty scenes (`negatives`), is not sure a hand is there. The live page types nothing then."""
         top = int(np.argmax(proba))
         if self.needs_hands and not found and proba[top] < self.no_hand_threshold:
             return NO_HAND_LABEL

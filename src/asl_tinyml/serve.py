@@ -5,11 +5,14 @@
 - `POST /predict?topk=3`: one photo (multipart field `file`, or a raw image body) -> the top classes.
 - `WS /ws`: camera frames in (binary JPEG/PNG bytes, or JSON `{"type": "frame", "image": "data:..."}`),
   per-frame predictions and the spelled text out; `{"type": "clear" | "space" | "backspace"}` edit the text.
+  A frame in which MediaPipe finds no hand types nothing unless the pixel model is sure of a sign
+  (`sure_without_hand`): no hand, no letter.
 - `GET /docs`, `GET /redoc`: the OpenAPI documentation, its Swagger UI and ReDoc assets served by the app
   itself (fastapi-offline), so the page renders without a network.
   With motion models (`create_app(..., motion=MotionModels)`), each frame also goes through MediaPipe
-  Holistic in video mode (one tracker per connection) into a rolling window, and the reply carries a
-  `motion` entry (`j`/`z` or words); `{"type": "mode", "mode": "letters" | "words"}` switches word mode, and
+  Holistic in video mode (one tracker per connection) into a rolling window (in letters mode the hand
+  detector's hand where Holistic, seeing no body, finds none), and the reply carries a `motion` entry
+  (`j`/`z` or words); `{"type": "mode", "mode": "letters" | "words"}` switches word mode, and
   `{"type": "landmarks", "values": [258 floats]}` feeds one landmark frame directly (no camera needed).
 
 The model is loaded once, through ONNX Runtime (or PyTorch for a `.pt`), by `inference.load_predictor`.
@@ -45,10 +48,10 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from .answers import class_mask, restrict_proba
+from .answers import NO_HAND_LABEL, class_mask, restrict_proba
 from .config import UserError
 from .fusion import SignPredictor, load_sign_predictor
-from .hands import quiet_native_stderr
+from .hands import HandResult, quiet_native_stderr
 from .images import BadImageError, ImageTooLargeError, read_rgb
 from .inference import Predictor
 from .model_sets import describe_file
@@ -76,6 +79,10 @@ class ServeSettings:
     threads: int | None = 1  # inference threads per call (requests run in parallel on a thread pool)
     classes: str = "all"  # answers allowed: all, letters or digits (`fusion.class_mask`); the page can switch
     spelling: SpellingConfig = field(default_factory=SpellingConfig)
+    # a camera frame in which MediaPipe finds no hand reaches the speller only when the pixel model's top class is
+    # at least this sure (else it counts as no hand: no letter); stricter than the photo answer's "no hand found"
+    # rule (`no_hand_threshold`, 0.5): a letter typed from an empty room costs more than a frame left out
+    sure_without_hand: float = 0.8
 
 
 class Prediction(BaseModel):
@@ -132,12 +139,21 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]
 
 @dataclass
 class Classified:
-    """One image's answer: probabilities (restricted to the allowed classes), whether a hand was found, time."""
+    """One image's answer: probabilities (restricted to the allowed classes), whether a hand was found, the
+    answer (`NO_HAND_LABEL` when no hand was found and the pixel model is unsure), time, and the detection."""
 
     probs: np.ndarray
     hand: bool
     label: str
     ms: float
+    detection: HandResult = field(default_factory=lambda: HandResult(False))
+    looked: bool = False  # the predictor looked for a hand (`SignPredictor.needs_hands`)
+
+    def spelled(self, sure: float) -> np.ndarray | None:
+        """What the speller gets: the probabilities, or None (no hand, no letter) where the predictor looked for a
+        hand, found none, and its top class is under `sure` (or the answer is "no hand found")."""
+        unsure = self.looked and not self.hand and float(self.probs.max()) < sure
+        return None if unsure or self.label == NO_HAND_LABEL else self.probs
 
 
 def classify_bytes(
@@ -160,10 +176,11 @@ def classify_bytes(
     except BadImage as exc:
         raise BadImage(f"{exc}; send a JPEG, PNG or WebP photo") from exc
     with _DETECT_LOCK:  # one MediaPipe graph per predictor, not thread-safe
-        probs, hand = predictor.predict_image(image)
+        probs, detection = predictor.predict_hand(image)
     if mask is not None:
         probs = restrict_proba(probs[None], mask)[0]
-    return Classified(probs, hand, predictor.label(probs, hand), (time.perf_counter() - start) * 1000)
+    label = predictor.label(probs, detection.found)
+    return Classified(probs, detection.found, label, (time.perf_counter() - start) * 1000, detection, predictor.needs_hands)
 
 
 def decode_data_url(text: str) -> bytes:
@@ -396,9 +413,9 @@ class Connection:
         reply = {"type": "prediction", "label": out.label, "hand": out.hand if service.predictor.needs_hands else None,
                  "top": top_k(out.probs, service.classes, min(settings.topk, int(self.mask.sum()))), "ms": round(out.ms, 3)}
         if self.live is None:
-            reply |= self.speller.update(out.probs).to_dict()
+            reply |= self.speller.update(out.spelled(settings.sure_without_hand)).to_dict()
         else:
-            reply |= await run_in_threadpool(self._landmark_frame, data, out.probs)
+            reply |= await run_in_threadpool(self._landmark_frame, data, out)
         if frame_id is not None:
             reply["id"] = frame_id
         return reply
@@ -406,11 +423,11 @@ class Connection:
     def _rate_limited(self) -> dict[str, str]:
         return _error("rate_limited", f"too many frames: at most {self.settings.max_fps:g} per second; frame dropped")
 
-    def _landmark_frame(self, data: bytes, probs: np.ndarray) -> dict[str, Any]:
-        """The landmark path of one camera frame (in a worker thread): Holistic -> window -> motion model,
-        then the spelled text (static letters typed only in letters mode)."""
-        motion_out = self.live.image(read_rgb(data, max_pixels=self.settings.max_pixels))
-        return self._spell_with_motion(probs, motion_out)
+    def _landmark_frame(self, data: bytes, out: Classified) -> dict[str, Any]:
+        """The landmark path of one camera frame (in a worker thread): Holistic (else the hand detector's hand
+        of `out`) -> window -> motion model, then the spelled text (static letters typed only in letters mode)."""
+        motion_out = self.live.image(read_rgb(data, max_pixels=self.settings.max_pixels), out.detection)
+        return self._spell_with_motion(motion_out, out.spelled(self.settings.sure_without_hand), camera=True)
 
     def _landmarks(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.live is None:
@@ -422,12 +439,14 @@ class Connection:
             return _error("bad_message", "a landmarks message needs 'values': 258 numbers (pose, left hand, right hand)")
         if row.size != 258 or not np.all(np.isfinite(row)) or not 0.1 <= aspect <= 10:
             return _error("bad_message", f"a landmarks message needs 258 finite values and an aspect in [0.1, 10], got {row.size}")
-        return {"type": "motion", **self._spell_with_motion(None, self.live.landmarks(row, aspect))}
+        return {"type": "motion", **self._spell_with_motion(self.live.landmarks(row, aspect))}
 
-    def _spell_with_motion(self, probs: np.ndarray | None, motion_out: dict[str, Any]) -> dict[str, Any]:
-        """The spelled text after one frame: its static letter (letters mode, camera frames) and motion commit."""
+    def _spell_with_motion(self, motion_out: dict[str, Any], probs: np.ndarray | None = None,
+                           camera: bool = False) -> dict[str, Any]:
+        """The spelled text after one frame: its static letter (letters mode, camera frames; `probs` None: no
+        hand) and motion commit."""
         spelling = self.settings.spelling
-        if self.live.mode == "letters" and probs is not None:
+        if self.live.mode == "letters" and camera:
             state = self.speller.update(probs)
             if state.committed and state.committed not in (spelling.space_label, spelling.delete_label):
                 self.live.letter_typed()
