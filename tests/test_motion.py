@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asl_tinyml import motion as M
+from asl_tinyml.motion import live as L
 from asl_tinyml.config import default_sequences_dir
 
 torch.set_num_threads(1)
@@ -453,3 +454,85 @@ def test_a_window_no_sign_wins_outright_counts_as_idle_when_asked() -> None:
     assert M.decide(proba, ["hello", "tea", "x"], idle_below=0.5).tolist() == [0, 0, 2]  # no idle class: unchanged
     m = M.score(np.array(["idle", "hello", "tea"]), proba, classes, idle_below=0.5)
     assert m["accuracy"] == 1.0
+
+
+# --- only a hand in view: the hand detector stands in for Holistic ----------------------------------------
+def detected(centre: tuple[float, float], width: int = 320, height: int = 240, handedness: int | None = None) -> object:
+    """MediaPipe Hands' answer on a `width` x `height` camera frame for the person's right hand (`i` shape) with
+    its wrist at `centre` (image units): landmarks in units of the longer side, labelled as on a mirrored image."""
+    from asl_tinyml.hands import LEFT, HandResult
+
+    pts = hand_points(centre, pinky_only=True) * np.array([width, height, width], np.float32) / max(width, height)
+    return HandResult(True, pts, handedness=LEFT if handedness is None else handedness)
+
+
+class NoBody:
+    """Holistic with nobody in the frame: no pose, and so no hands either."""
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return np.zeros(258, np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_detectors_hand_is_put_in_image_units_in_the_persons_own_slot() -> None:
+    from asl_tinyml.hands import RIGHT
+
+    row = L.detector_row(detected((0.4, 0.6)), 320, 240)
+    assert row.shape == (258,) and not row[:195].any()  # no pose, no left hand
+    assert np.allclose(row[195:].reshape(21, 3), hand_points((0.4, 0.6), pinky_only=True), atol=1e-6)
+    left = L.detector_row(detected((0.4, 0.6), handedness=RIGHT), 320, 240)  # Hands' "Right": the left hand
+    assert left[132:195].any() and not left[195:].any()
+    assert not L.detector_row(detected((0.4, 0.6)).__class__(False), 320, 240).any()
+
+
+def test_with_no_body_in_view_letters_read_the_detectors_hand_and_words_say_why() -> None:
+    models = M.MotionModels(
+        FixedPredictor("letters", ["i", "idle", "j", "z"], "j"), FixedPredictor("words", ["hello", "idle", "tea"], "tea"),
+        M.LiveConfig(window=16, min_frames=8, stable=2, smooth=1), tracker_factory=NoBody,
+    )
+    session = M.LiveSession(models)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    outs = [session.image(frame, detected(tuple(xy))) for xy in j_path(12)]
+    assert all(o["hand"] and o["hand_source"] == L.DETECTOR for o in outs)
+    assert [o["commit"] for o in outs].count("j") == 1
+    nothing = session.image(frame, detected((0.4, 0.6)).__class__(False))
+    assert not nothing["hand"] and nothing["hand_source"] is None and nothing["note"] is None
+    session.set_mode("words")
+    words = [session.image(frame, detected(tuple(xy))) for xy in j_path(12)]
+    assert not any(o["hand"] or o["commit"] for o in words) and words[-1]["note"] == L.NO_BODY_FOR_WORDS
+
+
+def test_camera_frames_with_only_a_hand_in_view_type_j(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the WebSocket: Holistic sees no body, the static path's hand detector sees the hand drawing a
+    j, and the letters motion model types it; the reply says where the hand came from."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from asl_tinyml.fusion import SignPredictor
+    from asl_tinyml.serve import ServeSettings, create_app
+    from tests.test_serve import build_model
+
+    path = iter(j_path(30))
+
+    def predict_hand(self: SignPredictor, image: np.ndarray) -> tuple[np.ndarray, object]:
+        probs = np.full(len(self.classes), 1.0 / len(self.classes), np.float32)
+        return probs, detected(tuple(next(path)), image.shape[1], image.shape[0])
+
+    monkeypatch.setattr(SignPredictor, "predict_hand", predict_hand)
+    models = M.MotionModels(FixedPredictor("letters", ["i", "idle", "j", "z"], "j"), None,
+                            M.LiveConfig(window=16, min_frames=8, stable=2, smooth=1), tracker_factory=NoBody)
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (120, 90, 60)).save(buf, "JPEG")
+    app = create_app(build_model(tmp_path)[1], settings=ServeSettings(max_fps=1000), motion=models)
+    with TestClient(app) as c, c.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        replies = []
+        for _ in range(12):
+            ws.send_bytes(buf.getvalue())
+            replies.append(ws.receive_json())
+    assert all(r["motion"]["hand"] and r["motion"]["hand_source"] == "hand detector" for r in replies)
+    assert replies[-1]["text"] == "j"

@@ -12,8 +12,29 @@ from typing import Any
 
 import numpy as np
 
+from ..hands import LEFT as MIRRORED_LEFT
+from ..hands import HandResult
 from .data import DEFAULT_ASPECT, IDLE, KINDS, MOTION_LETTERS, WORDS_WIDTH
 from .export import MotionPredictor, default_model_path
+
+POSE_VALUES, LEFT_HAND, RIGHT_HAND = 132, 132, 195  # where the pose and each hand start in a 258-value frame
+HOLISTIC, DETECTOR = "holistic", "hand detector"  # where a frame's hand came from (`LiveSession.image`)
+NO_BODY_FOR_WORDS = "no body in view: word mode needs your upper body in the frame"
+
+
+def detector_row(hand: HandResult, width: int, height: int) -> np.ndarray:
+    """The hand detector's hand (`hands.HandDetector`, run on the same camera frame for the static letters) as
+    one frame in the shared layout: 258 values, zeros but that hand, its landmarks back in image-normalised x
+    and y (z in x's unit), in the slot of the person's own hand. MediaPipe Hands names hands as if the image were
+    mirrored, so its "Left" on a camera frame is the person's right hand: Holistic's `right_hand_landmarks`."""
+    row = np.zeros(WORDS_WIDTH, np.float32)
+    if not hand.found:
+        return row
+    points = np.asarray(hand.landmarks, np.float64) * max(width, height)  # pixels (units of the longer side)
+    xyz = np.stack([points[:, 0] / width, points[:, 1] / height, points[:, 2] / width], axis=1)
+    offset = RIGHT_HAND if hand.handedness == MIRRORED_LEFT else LEFT_HAND
+    row[offset : offset + 63] = xyz.astype(np.float32).ravel()
+    return row
 
 
 def holistic_row(result: Any, kind_width: int = WORDS_WIDTH) -> np.ndarray:
@@ -197,11 +218,16 @@ class LiveSession:
             raise ValueError(f"no {mode} motion model is loaded; modes: {self.models.describe()['modes']}")
         self.stream.set_mode(mode)
 
-    def image(self, rgb: np.ndarray) -> dict[str, Any]:
-        """One camera frame (RGB uint8) -> MediaPipe (timed apart) -> the window -> the motion output."""
+    def image(self, rgb: np.ndarray, hand: HandResult | None = None) -> dict[str, Any]:
+        """One camera frame (RGB uint8) -> MediaPipe (timed apart) -> the window -> the motion output.
+
+        Holistic finds hands only with a body in view; `hand`, the hand detector's answer on the same frame,
+        stands in for them in letters mode (the letters model reads the hands alone). `hand_source` says where
+        the frame's hand came from (`holistic`, `hand detector` or None) and `note` why there is none to use."""
         from PIL import Image
 
         h, w = rgb.shape[:2]
+        full = (w, h)
         if max(h, w) > self.models.max_side:
             im = Image.fromarray(rgb)
             im.thumbnail((self.models.max_side, self.models.max_side), Image.Resampling.BILINEAR)
@@ -211,8 +237,15 @@ class LiveSession:
         start = time.perf_counter()
         row = self.tracker.process(rgb)
         mediapipe_ms = (time.perf_counter() - start) * 1000
+        source, note = (HOLISTIC, None) if np.abs(row[POSE_VALUES:]).sum() > 0 else (None, None)
+        if source is None and hand is not None and hand.found:
+            if self.mode == "letters":
+                row = np.concatenate([row[:POSE_VALUES], detector_row(hand, *full)[POSE_VALUES:]])
+                source = DETECTOR
+            elif not np.abs(row[:POSE_VALUES]).any():
+                note = NO_BODY_FOR_WORDS
         out = self.landmarks(row, rgb.shape[0] / rgb.shape[1])
-        out["mediapipe_ms"] = round(mediapipe_ms, 2)
+        out.update(mediapipe_ms=round(mediapipe_ms, 2), hand_source=source, note=note)
         return out
 
     def landmarks(self, row: np.ndarray, aspect: float = DEFAULT_ASPECT) -> dict[str, Any]:

@@ -48,7 +48,9 @@ function renderMotion(m) {
   renderTop($("motion-top"), m.top || []);
   const mp = typeof m.mediapipe_ms === "number" ? ` · MediaPipe ${m.mediapipe_ms.toFixed(0)} ms` : "";
   const model = typeof m.ms === "number" ? ` · model ${m.ms.toFixed(2)} ms` : "";
-  $("motion-note").textContent = (m.hand ? "hand seen" : "no hand") + ` · ${m.frames} frames` + model + mp
+  const seen = m.hand ? (m.hand_source === "hand detector" ? "hand seen (hand detector: no body in view)" : "hand seen")
+    : m.note || "no hand";
+  $("motion-note").textContent = seen + ` · ${m.frames} frames` + model + mp
     + (m.commit ? ` · typed “${m.commit}”` : "");
 }
 
