@@ -10,7 +10,14 @@ import torch
 
 from asl_tinyml.config import UserError
 from asl_tinyml.hands import LEFT
-from asl_tinyml.landmarks import LandmarkCache, balanced_rows, epoch_labels, extra_folds, load_landmark_data
+from asl_tinyml.landmarks import (
+    LandmarkCache,
+    balanced_rows,
+    epoch_labels,
+    extra_folds,
+    load_landmark_data,
+    sampling_cells,
+)
 from asl_tinyml.preprocess import Cache, save_splits
 from asl_tinyml.sources import (
     KEYPOINT_SOURCE,
@@ -97,13 +104,14 @@ def test_group_sampling_caps_each_group_and_class_afresh_every_epoch() -> None:
     labels = np.array([0, 1] * 50 + [0] * 10)
     rows = np.arange(110)
     gen = torch.Generator().manual_seed(0)
-    first, second = balanced_rows(rows, groups, labels, 8, gen), balanced_rows(rows, groups, labels, 8, gen)
+    cells = sampling_cells(groups, labels)
+    first, second = balanced_rows(rows, cells, 8, gen), balanced_rows(rows, cells, 8, gen)
     for epoch in (first, second):
         picked = epoch.numpy()
         assert len(picked) == len(set(picked)) == 8 + 8 + 8  # big/0, big/1 capped at 8; small/0 has 10, capped
         assert np.bincount(labels[picked]).tolist() == [16, 8]
     assert set(first.tolist()) != set(second.tolist())  # a fresh draw each epoch
-    assert sorted(epoch_labels(rows, groups, labels, 8).tolist()) == [0] * 16 + [1] * 8
+    assert sorted(epoch_labels(rows, cells, labels, 8).tolist()) == [0] * 16 + [1] * 8
 
 
 def _run_with_keypoints(tmp_path: Path) -> tuple[Path, Path]:

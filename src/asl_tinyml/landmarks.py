@@ -200,29 +200,28 @@ def sampling_units(groups: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return np.where(persons != "", persons, np.asarray(groups).astype(str))
 
 
-def balanced_rows(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, cap: int,
-                  generator: torch.Generator) -> torch.Tensor:
-    """One epoch's rows: at most `cap` of each (group, class), drawn afresh each call, so one large group
-    (a repository of 20,000 rows) weighs like a few signers rather than drowning them."""
+def sampling_cells(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) int: one id per (sampling unit, class) pair, the cells `balanced_rows` caps."""
+    pairs = np.char.add(np.char.add(np.asarray(groups).astype(str), "|"), np.asarray(labels).astype(str))
+    return np.unique(pairs, return_inverse=True)[1]
+
+
+def balanced_rows(rows: np.ndarray, cells: np.ndarray, cap: int, generator: torch.Generator) -> torch.Tensor:
+    """One epoch's rows, shuffled: at most `cap` of each cell (`sampling_cells`), drawn afresh each call, so
+    one large group (a repository of 20,000 rows) weighs like a few signers rather than drowning them."""
     rows = np.asarray(rows)
-    keys = np.unique(np.char.add(np.char.add(groups[rows].astype(str), "|"), labels[rows].astype(str)),
-                     return_inverse=True)[1]
     order = torch.randperm(len(rows), generator=generator).numpy()
-    rank = np.empty(len(rows), np.int64)  # each row's place within its (group, class) in this epoch's order
-    sorted_keys = keys[order]
-    by_key = np.argsort(sorted_keys, kind="stable")
-    starts = np.searchsorted(sorted_keys[by_key], sorted_keys[by_key], side="left")
-    rank[order[by_key]] = np.arange(len(rows)) - starts
+    rank = np.empty(len(rows), np.int64)  # each row's place within its cell in this epoch's order
+    rank[order] = pd.Series(cells[rows][order]).groupby(cells[rows][order]).cumcount().to_numpy()
     chosen = rows[rank < cap]
     return torch.as_tensor(chosen[torch.randperm(len(chosen), generator=generator).numpy()], dtype=torch.long)
 
 
-def epoch_labels(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, cap: int) -> np.ndarray:
-    """The labels of one `balanced_rows` epoch (their counts, in label order): its size and class weights."""
+def epoch_labels(rows: np.ndarray, cells: np.ndarray, labels: np.ndarray, cap: int) -> np.ndarray:
+    """The labels of one `balanced_rows` epoch (their counts, in cell order): its size and class weights."""
     rows = np.asarray(rows)
-    pairs, counts = np.unique(np.stack([groups[rows].astype(str), labels[rows].astype(str)], axis=1), axis=0,
-                              return_counts=True)
-    return np.repeat(pairs[:, 1].astype(labels.dtype), np.minimum(counts, cap))
+    _, first, counts = np.unique(cells[rows], return_index=True, return_counts=True)
+    return np.repeat(labels[rows][first], np.minimum(counts, cap))
 
 
 def _rotation(axis: int, angle: torch.Tensor) -> torch.Tensor:
@@ -291,17 +290,19 @@ def train_landmark_model(
     train_t = torch.as_tensor(train_np, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)  # one stream over the epochs: orders and augmentation
 
+    cells = sampling_cells(groups, labels) if groups is not None else None  # once, not every epoch
+
     def epoch_rows() -> torch.Tensor:
-        if groups is None:
+        if cells is None:
             return train_t[torch.randperm(len(train_t), generator=gen)]
-        return balanced_rows(train_np, groups, labels, group_cap, gen)
+        return balanced_rows(train_np, cells, group_cap, gen)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in epoch_rows().split(batch_size):
             batch = augment_points(pts[idx], gen) if augment else pts[idx]
             yield recipe.features_torch(batch), y[idx]
 
-    seen = labels[train_np] if groups is None else epoch_labels(train_np, groups, labels, group_cap)
+    seen = labels[train_np] if cells is None else epoch_labels(train_np, cells, labels, group_cap)
     opts = FitOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed)
     result = fit(model, batches, opts, steps_per_epoch=-(-len(seen) // batch_size),
                  class_weight=class_weights(seen, num_classes),

@@ -12,11 +12,12 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import UserError
+from .config import Config, UserError
 
 MODELS_ENV = "ASL_TINYML_MODELS"
 PACKAGED_DIR = Path(__file__).resolve().parent / "packaged_models"
@@ -90,7 +91,7 @@ def card_from_run(run_dir: str | Path, models_dir: str | Path) -> dict[str, Any]
     if not metrics_path.exists():
         raise UserError(f"no {metrics_path}; run `asl-tinyml pipeline` first, then package its models")
     metrics = json.loads(metrics_path.read_text())
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    config = Config.from_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else Config()
     files = {}
     for name in PACKAGED_FILES:
         path = models_dir / name
@@ -101,7 +102,7 @@ def card_from_run(run_dir: str | Path, models_dir: str | Path) -> dict[str, Any]
                        **{k: meta[k] for k in ("model", "input", "fusion_weight") if k in meta}}
     fused = metrics.get("fused", {})
     return {
-        "made": metrics.get("made") or run_dir.name, "commit": _commit(), "seed": _seed(config),
+        "made": time.strftime("%Y-%m-%d"), "commit": _commit(), "seed": config.seed,
         "run": str(run_dir), "files": files,
         "held_out": metrics.get("held_out", {}),
         "test_split": {"fused_accuracy": fused.get("accuracy"), "fused_macro_f1": fused.get("macro_f1"),
@@ -111,13 +112,6 @@ def card_from_run(run_dir: str | Path, models_dir: str | Path) -> dict[str, Any]
         "data": "../shared/datasets (five image sources), ../shared/landmarks/asl_keypoints, "
                 "../shared/sequences/sign_sequences and sign_words_people: see README.md, Data",
     }
-
-
-def _seed(config_yaml: str) -> int | None:
-    for line in config_yaml.splitlines():
-        if line.startswith("seed:"):
-            return int(line.split(":", 1)[1])
-    return None
 
 
 def card_markdown(card: dict[str, Any]) -> str:
