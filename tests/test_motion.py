@@ -227,6 +227,7 @@ def test_export_agrees_with_pytorch_and_is_small(shipped: dict[str, Path]) -> No
     assert export["bytes"]["onnx_int8"] <= 64 * 1024
     assert Path(export["paths"]["onnx_int8"]).name == "asl_motion_letters_int8.onnx"
     predictor = M.MotionPredictor(export["paths"]["onnx_int8"])
+    assert predictor.rule == M.thresholds("letters")  # the file carries its decision thresholds
     for frames in (15, 30, 45):  # the ONNX graph reads any window length too
         window = letters_window(j_path(frames))
         assert predictor.predict_proba(window).shape == (1, 2)
@@ -239,6 +240,7 @@ def test_evaluate_picks_the_model_by_width_and_skips_unknown_labels(shipped: dic
     assert m["skipped"] == {"k": 1} and m["n"] == 8
     assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(m)
     assert set(m["per_class"]["j"]) == {"precision", "recall", "f1", "support"}
+    assert m["strays"]["static"] == 5 and 0.0 <= m["strays"]["rate"] <= 1.0  # the `i` and `k` recordings as j or z
     assert Path(m["figures"][0]).exists()
 
 
@@ -267,6 +269,7 @@ class FixedPredictor:
 
     def __init__(self, kind: str, classes: list[str], label: str) -> None:
         self.kind, self.classes, self.label = kind, classes, label
+        self.rule = {"idle_below": 0.0, "motion_below": 0.0}
         self.width = M.LETTERS_WIDTH if kind == "letters" else M.WORDS_WIDTH
         self.windows: list[int] = []
 

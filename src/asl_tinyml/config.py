@@ -82,6 +82,12 @@ def default_keypoints_file() -> Path | None:
 def default_sequences_dir() -> Path | None:
     """`$ASL_TINYML_SEQUENCES`, else `../shared/sequences/sign_sequences` (letters.npz, words.npz)."""
     return _shared_folder("ASL_TINYML_SEQUENCES", "sequences", "sign_sequences")
+
+
+def default_words_people_file() -> Path | None:
+    """`$ASL_TINYML_WORDS_PEOPLE`, else `../shared/sequences/sign_words_people/words_people.npz` (the word
+    collection of many people's webcams)."""
+    return _shared_folder("ASL_TINYML_WORDS_PEOPLE", "sequences", "sign_words_people", "words_people.npz")
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity where the OS tells, else `os.cpu_count()`)."""
     try:
@@ -183,7 +189,9 @@ class Config:
     # motion: j, z and words from landmark sequences (asl_tinyml.motion)
     sequences_dir: str | None = None  # letters.npz / words.npz; None: $ASL_TINYML_SEQUENCES or ../shared/sequences/sign_sequences
     motion_epochs: int = 20  # epochs of each motion model (folds and shipped)
-    motion_limit: int | None = None  # at most N windows per class and session (quick runs)
+    motion_limit: int | None = None  # at most N windows per class and group (quick runs)
+    motion_people: str | None = None  # the word collection (words_people.npz) the words model also trains on; None:
+    # $ASL_TINYML_WORDS_PEOPLE or ../shared/sequences/sign_words_people/words_people.npz; "" turns it off
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
@@ -271,6 +279,13 @@ class Config:
         if self.landmark_keypoints == "":
             return None
         path = Path(self.landmark_keypoints) if self.landmark_keypoints is not None else default_keypoints_file()
+        return path if path is not None and path.exists() else None
+
+    def motion_people_path(self) -> Path | None:
+        """The word collection the words model also trains on, or None."""
+        if self.motion_people == "":
+            return None
+        path = Path(self.motion_people) if self.motion_people is not None else default_words_people_file()
         return path if path is not None and path.exists() else None
 
     def landmark_options(self) -> dict[str, Any]:

@@ -242,26 +242,33 @@ def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
                 "(set sequences_dir or $ASL_TINYML_SEQUENCES)")
         return ["", "## Motion models (j, z, words)", "", note], {"skipped": note}
     rows, out = [], {}
+    people = cfg.motion_people_path()
     for path in files:
-        m = train_motion(path, run / "motion", cfg.models_dir, epochs=cfg.motion_epochs, seed=cfg.seed,
-                         limit=cfg.motion_limit, progress=False)
+        # words with the word collection: the shipped model only; its held-out repositories are `motion train --folds`
+        words_union = people is not None and path.stem == "words"
+        m = train_motion(path, run / "motion", cfg.models_dir, people=people, epochs=cfg.motion_epochs, seed=cfg.seed,
+                         limit=cfg.motion_limit, progress=False, **({"holdouts": ()} if words_union else {}))
         int8 = Path(m["export"]["paths"]["onnx_int8"])
         m["latency"] = window_latency(int8, frames=30)
         out[m["kind"]] = m
         folds = {f["held_out"]: f["trained_classes"]["accuracy"] for f in m["folds"]}
         jz = ", ".join(f"{k} {m[f'{k}_recall']:.3f}" for k in ("j", "z") if m.get(f"{k}_recall") is not None)
+        strays = [f"{f['held_out']} {f['strays']['rate']:.1%}" for f in m["folds"] if "strays" in f]
+        jz += f"; static letters read as j/z: {', '.join(strays)}" if strays else ""
+        held = (", ".join(f"{k} {v:.4f}" for k, v in folds.items()) + f" | {m['holdout_mean_accuracy']:.4f}" if folds else
+                "held-out repositories: `asl-tinyml motion train --data words.npz --folds 5 --no-final` | –")
         rows.append(
-            f"| {m['kind']} | {m['n']} | {len(m['classes'])} | {m['params']:,} | "
-            + ", ".join(f"{k} {v:.4f}" for k, v in folds.items())
-            + f" | {m.get('holdout_mean_accuracy', float('nan')):.4f} | {jz or '–'} | {int8.stat().st_size / 1024:.1f} | "
+            f"| {m['kind']} | {m['n']} | {len(m['classes'])} | {m['params']:,} | {held}"
+            + f" | {jz or '–'} | {int8.stat().st_size / 1024:.1f} | "
             f"{m['latency']['ms_window']:.3f} | {m['export']['checks']['onnx_int8']['argmax_agreement']:.4f} |"
         )
     lines = [
         "", "## Motion models (j, z, words)", "",
-        f"`motion_fastkan` on landmark sequences from `{folder}`; accuracy on a held-out recording session (trained "
-        "on the others; classes the other sessions lack are left out), then the shipped model trained on every "
-        f"session ({cfg.motion_epochs} epochs, seed {cfg.seed}). Latency: one 30-frame window, features + int8 "
-        "model, one thread.",
+        f"`motion_fastkan` on landmark sequences from `{folder}`"
+        + (f" (words also on the word collection `{people}`, drawn by class and repository)" if people else "")
+        + "; accuracy on a held-out recording session (trained on the others; classes the other sessions lack are "
+        f"left out), then the shipped model trained on every recording ({cfg.motion_epochs} epochs, seed {cfg.seed}). "
+        "Latency: one 30-frame window, features + int8 model, one thread.",
         "",
         "| set | windows | classes | params | accuracy per held-out session | mean | j/z recall | int8 KiB | ms/window | int8 top-1 = PyTorch |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -280,6 +287,9 @@ def skipped_note(cfg: Config, run: Path) -> list[str]:
                     "`asl-tinyml pipeline --study` (about 15 minutes more on 2 cores)")
     if read_folds(run, "fused", "source") is None:
         left.append(f"the held-out folds (new people, new sources): `asl-tinyml compare --run {run}` (about 50 minutes)")
+    if cfg.motion_people_path() is not None and not (run / "motion" / "words" / "folds.json").exists():
+        left.append("the motion words' held-out repositories and sessions: `asl-tinyml motion train --data "
+                    f"WORDS.npz --folds 5 --no-final --out {run}/motion` (7 trainings, about 10 minutes on an idle 2-core machine)")
     return ["", "Not in this run: " + "; ".join(left) + "."] if left else []
 
 

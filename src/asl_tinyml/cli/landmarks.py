@@ -97,8 +97,15 @@ def add_motion(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=NONNEGATIVE_INT, default=0)
     t.add_argument("--holdout", nargs="*", default=None, metavar="SESSION",
                    help="sessions held out in turn (default: danial cam; none: skip the folds)")
+    t.add_argument("--people", type=PATH, default=None,
+                   help="the word collection the words model also trains on (default: $ASL_TINYML_WORDS_PEOPLE or "
+                        "../shared/sequences/sign_words_people/words_people.npz when present)")
+    t.add_argument("--no-people", action="store_true", help="train the words model on the traduttore sessions alone")
+    t.add_argument("--folds", type=NONNEGATIVE_INT, default=0, metavar="K",
+                   help="words: also a grouped K-fold over the collection's repositories, every word's held-out recall "
+                        "in OUT/words/folds.json and per_word_recall.csv (5: about 5 trainings)")
     t.add_argument("--no-final", action="store_true", help="only the held-out folds: no shipped model")
-    t.add_argument("--limit", type=POSITIVE_INT, default=None, help="at most N windows per class and session (a quick slice)")
+    t.add_argument("--limit", type=POSITIVE_INT, default=None, help="at most N windows per class and group (a quick slice)")
     t.add_argument("--json", action="store_true", help="print the metrics as JSON")
     t.set_defaults(func=_cmd_motion_train)
     e = actions.add_parser("evaluate", help="score a motion model on an .npz of windows (any number of frames)")
@@ -144,16 +151,23 @@ def _cmd_motion_train(args: argparse.Namespace) -> int:
 
     epochs = args.epochs or Config.motion_epochs
     holdouts = None if args.holdout is None else tuple(args.holdout)  # None: the default sessions a file holds
+    people = None if args.no_people else args.people or Config().motion_people_path()
     for path in _sequence_files(args.data):
-        m = train_motion(path, args.out, None if args.no_final else args.models_dir, holdouts=holdouts, epochs=epochs,
-                         seed=args.seed, limit=args.limit, final=not args.no_final)
+        m = train_motion(path, args.out, None if args.no_final else args.models_dir, people=people, folds=args.folds,
+                         holdouts=holdouts, epochs=epochs, seed=args.seed, limit=args.limit, final=not args.no_final)
         if args.json:
             print(json.dumps(m, indent=2, default=str))
             continue
         for f in m["folds"]:
             print(f"{m['kind']}: held-out {f['held_out']}: accuracy {f['trained_classes']['accuracy']:.4f}, "
                   f"macro-F1 {f['trained_classes']['macro_f1']:.4f} ({f['trained_classes']['n']} windows; "
-                  f"untrained classes {f['untrained_classes'] or 'none'})")
+                  f"untrained classes {f['untrained_classes'] or 'none'})"
+                  + (f"; static letters read as j/z {f['strays']['rate']:.2%}" if "strays" in f else ""))
+        if "held_out_repositories" in m:
+            r = m["held_out_repositories"]
+            print(f"{m['kind']}: {r['folds']} folds over {r['groups']} held-out repositories: "
+                  + ", ".join(f"{w} {v['recall']:.3f}" for w, v in r["per_word"].items())
+                  + f" (recall; {Path(args.out) / m['kind'] / 'per_word_recall.csv'})")
         for key, path_ in m.get("export", {}).get("paths", {}).items():
             print(f"wrote {path_}" + (f" ({m['export']['bytes'][key]:,} bytes)" if key in m["export"]["bytes"] else ""))
     return 0
@@ -175,6 +189,8 @@ def _cmd_motion_evaluate(args: argparse.Namespace) -> int:
         print(f"skipped (not the model's classes): {m['skipped']}")
     for name, row in m["per_class"].items():
         print(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} f1 {row['f1']:.3f} ({row['support']})")
+    if "strays" in m:
+        print(f"static letters read as j or z: {m['strays']['rate']:.2%} ({m['strays']['n']} of {m['strays']['static']})")
     if args.out:
         print(f"wrote {args.out}/metrics.json" + (" and the confusion matrix" if m["figures"] else ""))
     else:

@@ -1,5 +1,6 @@
 """Training augmentation of raw windows: time stretch and crop, frame drop, missed detections, jitter,
-rotations, aspect, mirror, path scale, and `j`/`z` paths carried by other handshapes (`transplant_motion`)."""
+rotations, aspect, mirror, path scale, `j`/`z` paths carried by other handshapes (`transplant_motion`), and
+letters caught between two others (`carry_over`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Augment:
     aspect: float = 0.35  # log-uniform change of the y/x ratio: 0.53-1.07 around 0.75 (16:9 webcams to the page's squares)
     mirror: float = 0.5
     amplitude: float = 0.7  # without a pose: log-uniform scaling of each hand's path about its mean (bigger or smaller signing)
+    transition: float = 0.3  # letters: share of windows whose first or last frames show another window's hands
 
 
 def _rotation(n: int, rng: np.random.Generator, degrees: float) -> np.ndarray:
@@ -41,9 +43,10 @@ def _rotation(n: int, rng: np.random.Generator, degrees: float) -> np.ndarray:
     return yaw @ pitch @ roll
 
 
-def time_indices(n: int, length: int, frames: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """(n, frames) source frame indices: a random crop of a `length`-frame recording stretched to `frames`,
-    sometimes held at an end, with dropped (repeated) frames."""
+def time_indices(n: int, length: int | np.ndarray, frames: int, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """(n, frames) source frame indices: a random crop of a `length`-frame recording (or (n,) lengths)
+    stretched to `frames`, sometimes held at an end, with dropped (repeated) frames."""
+    length = np.asarray(length)
     crop = rng.uniform(aug.min_crop, 1.0, n) * (length - 1)
     start = rng.uniform(0, 1, n) * (length - 1 - crop)
     extend = rng.uniform(0, 0.4, n) * (length - 1) * (rng.random(n) < aug.hold)
@@ -51,7 +54,7 @@ def time_indices(n: int, length: int, frames: int, rng: np.random.Generator, aug
     start = start - np.where(left, extend, 0.0)
     stop = start + crop + extend
     pos = start[:, None] + (stop - start)[:, None] * np.linspace(0, 1, frames)[None]
-    idx = np.clip(np.rint(pos), 0, length - 1).astype(np.int64)
+    idx = np.clip(np.rint(pos), 0, (length - 1)[..., None]).astype(np.int64)
     drop = rng.random((n, frames)) < aug.frame_drop
     drop[:, 0] = False
     for k in range(1, frames):  # a dropped frame shows the previous one again
@@ -59,10 +62,12 @@ def time_indices(n: int, length: int, frames: int, rng: np.random.Generator, aug
     return idx
 
 
-def augment_parts(parts: Parts, frames: int, rng: np.random.Generator, aug: Augment = Augment()) -> tuple[Parts, np.ndarray]:
-    """A randomly changed copy of windows `parts`, `frames` long, and each window's aspect (height / width)."""
+def augment_parts(parts: Parts, frames: int, rng: np.random.Generator, aug: Augment = Augment(),
+                  lengths: np.ndarray | None = None) -> tuple[Parts, np.ndarray]:
+    """A randomly changed copy of windows `parts`, `frames` long, and each window's aspect (height / width);
+    `lengths` (n,): the real frames of windows padded at the end."""
     n, length = parts.left.shape[:2]
-    out = parts.take(time_indices(n, length, frames, rng, aug))
+    out = parts.take(time_indices(n, length if lengths is None else lengths, frames, rng, aug))
     hands = [out.left, out.right]
     seen = [_present(h) for h in hands]
     if aug.amplitude > 0 and out.pose is None:  # people draw a j or z bigger or smaller
@@ -141,3 +146,17 @@ def transplant_motion(parts: Parts, rows: np.ndarray, donors: np.ndarray, rng: n
         ratio = _palm_size(target[None], seen_t[None])[0] / _palm_size(source[None], seen_s[None])[0]
         moved = target[:, WRIST : WRIST + 1] + shape * ratio
         parts.right[row] = np.where(seen_t[:, None, None], moved, 0.0)
+
+
+def carry_over(parts: Parts, rows: np.ndarray, donors: np.ndarray, rng: np.random.Generator) -> None:
+    """In place: windows `rows` take the hands of windows `donors` in their first or last 1 to T/6 frames.
+
+    A letter read from a live window shows the hand leaving the previous sign or moving to the next one, and
+    every traduttore `j`/`z` recording (but few still ones) starts with such a jump (frame 0 precedes the
+    sign). Without these windows the model took the jump for the `j`/`z` motion and read still letters that
+    start with one as `j` or `z`; with them, a window's edges tell no class from another."""
+    frames = parts.left.shape[1]
+    for row, donor in zip(rows, donors):
+        k = int(rng.integers(1, max(2, frames // 6) + 1))
+        span = slice(0, k) if rng.random() < 0.5 else slice(frames - k, frames)
+        parts.left[row, span], parts.right[row, span] = parts.left[donor, span], parts.right[donor, span]

@@ -17,21 +17,21 @@ from ..config import UserError
 from ..inference import META_CLASSES, MOTION_INPUT, ONNX_INPUT, check_model_kind, open_session
 from .data import DEFAULT_ASPECT, LETTERS_WIDTH, WORDS_WIDTH, SequenceSet
 from .features import frame_width, sequence_features
-from .train import IDLE_BELOW, MODEL_NAME, _softmax
+from .train import MODEL_NAME, _softmax, thresholds
 
 STEMS = {"letters": "asl_motion_letters", "words": "asl_motion_words"}
 
 
 def save_motion_model(path: str | Path, model: nn.Module, kind: str, classes: list[str], metrics: dict[str, Any],
                       **options: Any) -> Path:
-    """A motion checkpoint: the weights, the classes and the feature recipe (kind, width, aspect, idle threshold)."""
+    """A motion checkpoint: the weights, the classes and the feature recipe (kind, width, aspect, `decide`'s thresholds)."""
     from ..models import save_checkpoint
 
     meta = {
         "model": MODEL_NAME, "model_options": {"in_features": frame_width(kind), **options}, "classes": list(classes),
         "image_size": None, "input": MOTION_INPUT,
         "features": {"kind": kind, "width": LETTERS_WIDTH if kind == "letters" else WORDS_WIDTH,
-                     "aspect": DEFAULT_ASPECT, "idle_below": IDLE_BELOW[kind]},
+                     "aspect": DEFAULT_ASPECT, **thresholds(kind)},
         "metrics": metrics,
     }
     save_checkpoint(path, model, meta)
@@ -83,7 +83,7 @@ class MotionPredictor:
             self.classes = list(meta["classes"])
             self.recipe = dict(meta.get("features", {}))
         self.kind = str(self.recipe.get("kind", "letters"))
-        self.idle_below = float(self.recipe.get("idle_below", 0.0))
+        self.rule = {k: float(self.recipe.get(k, 0.0)) for k in ("idle_below", "motion_below")}  # `decide`'s thresholds
         self.width = LETTERS_WIDTH if self.kind == "letters" else WORDS_WIDTH
 
     def logits_features(self, feats: np.ndarray) -> np.ndarray:

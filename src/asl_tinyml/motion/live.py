@@ -16,6 +16,7 @@ from ..hands import LEFT as MIRRORED_LEFT
 from ..hands import HandResult
 from .data import DEFAULT_ASPECT, IDLE, KINDS, MOTION_LETTERS, WORDS_WIDTH
 from .export import MotionPredictor, default_model_path
+from .train import decide
 
 POSE_VALUES, LEFT_HAND, RIGHT_HAND = 132, 132, 195  # where the pose and each hand start in a 258-value frame
 HOLISTIC, DETECTOR = "holistic", "hand detector"  # where a frame's hand came from (`LiveSession.image`)
@@ -146,7 +147,8 @@ class MotionStream:
         smoothed = np.mean(self._recent, axis=0)
         order = np.argsort(-smoothed)[:topk]
         out["top"] = [{"label": model.classes[k], "prob": round(float(smoothed[k]), 4)} for k in order]
-        label, prob = model.classes[order[0]], float(smoothed[order[0]])
+        best = int(decide(smoothed[None], model.classes, **model.rule)[0])  # the model file's thresholds
+        label, prob = model.classes[best], float(smoothed[best])
         typable = label != IDLE and (self.mode == "words" or label in MOTION_LETTERS)
         if prob >= self.config.threshold and typable:
             self._count = self._count + 1 if label == self._candidate else 1

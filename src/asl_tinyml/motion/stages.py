@@ -11,12 +11,33 @@ from typing import Any
 import numpy as np
 
 from ..config import UserError, output_dir
-from .data import DEFAULT_ASPECT, HOLDOUT_SESSIONS, MOTION_LETTERS, SequenceSet, load_sequences
+from .data import (
+    DEFAULT_ASPECT,
+    HOLDOUT_SESSIONS,
+    MOTION_LETTERS,
+    SequenceSet,
+    concat_sequences,
+    load_sequences,
+    load_word_collection,
+)
 from .export import MotionPredictor, default_model_path, export_motion, save_motion_model
 from .features import sequence_features
-from .train import IDLE_BELOW, MODEL_NAME, decide, holdout, holdout_split, score, train_motion_model
+from .train import (
+    MODEL_NAME,
+    Sampling,
+    decide,
+    grouped_folds,
+    holdout,
+    holdout_split,
+    score,
+    stray_rate,
+    thresholds,
+    train_motion_model,
+)
 
 MODEL_OPTIONS = ("channels", "blocks", "kernel", "hidden", "num_grids", "dropout")  # the rest of **options is training's
+WORDS_SAMPLING = Sampling(samples=4000, class_power=1.0)  # the words of the traduttore sessions and the collection
+KEY_WORDS = ("hello", "thank-you", "iloveyou")  # recorded by 100-160 repositories each: the held-out bar
 
 
 def holdout_sessions(sessions: np.ndarray, asked: tuple[str, ...] | None, path: str | Path) -> tuple[str, ...]:
@@ -32,15 +53,56 @@ def holdout_sessions(sessions: np.ndarray, asked: tuple[str, ...] | None, path: 
     return tuple(asked)
 
 
-def per_class_and_session(data: SequenceSet, limit: int) -> SequenceSet:
-    """At most `limit` windows of each class and session (a quick slice), in file order."""
-    if limit < 1:
-        raise UserError(f"limit must be at least 1 window per class and session, got {limit}")
-    keep = np.concatenate([
-        np.flatnonzero((data.labels == c) & (data.sessions == s))[:limit]
-        for c in np.unique(data.labels) for s in np.unique(data.sessions)
-    ])
-    return data.subset(np.sort(keep))
+def load_motion_data(data_path: str | Path, people: str | Path | None = None,
+                     limit: int | None = None) -> tuple[SequenceSet, np.ndarray]:
+    """A sequence file, joined (words) with the word collection `people`, and a mask of the collection's rows.
+    `limit`: at most this many recordings per class and group (a quick slice)."""
+    data = load_sequences(data_path)
+    sets = [data] + ([load_word_collection(people)] if people is not None and data.kind == "words" else [])
+    joined = concat_sequences(sets) if len(sets) > 1 else data
+    collection = np.arange(len(joined)) >= len(data)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit must be at least 1 window per class and group, got {limit}")
+        keep = first_of_each(np.char.add(np.char.add(joined.labels, "\t"), joined.groups), limit)
+        joined, collection = joined.subset(keep), collection[keep]
+    return joined, collection
+
+
+def first_of_each(keys: np.ndarray, limit: int) -> np.ndarray:
+    """Sorted row indices: the first `limit` rows of every distinct key."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    return np.sort(order[rank < limit])
+
+
+def _folds_summary(data: SequenceSet, test: np.ndarray, proba: np.ndarray, classes: list[str],
+                   per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Held-out-repository figures pooled over the folds: every word's recall (as `decide` answers), its
+    recordings and repositories, and the worst fold of each key word."""
+    labels = data.labels[test]
+    m = score(labels, proba, classes, **thresholds("words"))
+    words = {w: {"recall": v["recall"], "n": v["support"], "groups": len(np.unique(data.groups[test][labels == w]))}
+             for w, v in m["per_class"].items() if v["support"] > 0}
+    return {"n": int(len(test)), "groups": int(len(np.unique(data.groups[test]))), "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"], "per_word": dict(sorted(words.items(), key=lambda kv: -kv[1]["n"])),
+            "key_words": {w: words[w]["recall"] for w in KEY_WORDS if w in words},
+            "worst_fold": {w: min(f["per_class"][w]["recall"] for f in per_fold if w in f["per_class"])
+                           for w in KEY_WORDS if w in words}}
+
+
+def write_word_recall(path: Path, summary: dict[str, Any]) -> Path:
+    """`per_word_recall.csv`: word, held-out recall, recordings, repositories (most recorded first)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["word", "recall", "recordings", "groups"])
+        for word, v in summary["per_word"].items():
+            writer.writerow([word, f"{v['recall']:.4f}", v["n"], v["groups"]])
+    return path
 
 
 def train_motion(
@@ -48,6 +110,8 @@ def train_motion(
     out_dir: str | Path,
     models_dir: str | Path | None = "models",
     *,
+    people: str | Path | None = None,
+    folds: int = 0,
     holdouts: tuple[str, ...] | None = None,
     epochs: int = 20,
     seed: int = 0,
@@ -56,38 +120,63 @@ def train_motion(
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """The held-out-session folds (train on the other sessions, score this one), then the shipped model on
-    every session, exported to `models_dir/asl_motion_<kind>.pt`, `.onnx` and `_int8.onnx` (checked
-    against PyTorch). Writes `out_dir/<kind>/metrics.json` and confusion figures; returns the metrics.
-    `holdouts`: the sessions held out (`holdout_sessions`; None: the default ones the file holds); `limit`: at
-    most this many windows per class and session (a quick slice)."""
+    """The held-out folds, then the shipped model on every recording, exported to
+    `models_dir/asl_motion_<kind>.pt`, `.onnx` and `_int8.onnx` (checked against PyTorch).
+
+    Words with `people` (the word collection): trained on the union of both files, drawn by class and group
+    (`WORDS_SAMPLING`); `folds` > 0 runs a grouped k-fold over the collection's repositories (the sessions
+    train every fold) and writes every word's held-out recall to `out_dir/words/folds.json` and
+    `per_word_recall.csv`. `holdouts`: the sessions held out in turn (`holdout_sessions`; None: the default ones
+    the file holds). Writes `out_dir/<kind>/metrics.json` and
+    confusion figures; returns the metrics. `limit`: at most this many recordings per class and group."""
     from ..plots import plot_motion_confusion
+    from ..progress import bar
 
     if epochs < 1:
         raise UserError(f"a motion model needs at least 1 epoch, got {epochs}")
-    data = load_sequences(data_path)
-    if limit is not None:
-        data = per_class_and_session(data, limit)
+    if folds == 1:
+        raise UserError("--folds must be 0 (none) or at least 2")
+    data, collection = load_motion_data(data_path, people, limit)
     holdouts = holdout_sessions(data.sessions, holdouts, data_path)
     kind = data.kind
+    if collection.any():
+        options.setdefault("sampling", WORDS_SAMPLING)
     classes = [str(c) for c in sorted(set(data.labels))]
     out = Path(out_dir) / kind
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"kind": kind, "data": str(data_path), "n": len(data), "frames": int(data.x.shape[1]),
-                              "classes": classes, "model": MODEL_NAME, "folds": []}
-    for held in holdouts:
-        fold, _, proba = holdout(data, held, classes=classes, seed=seed, epochs=epochs, progress=progress, **options)
-        test = holdout_split(data.sessions, held)[1]
-        m = score(data.labels[test], proba, classes, IDLE_BELOW[kind])
-        plot_motion_confusion(m, out / f"confusion_{held}.png", f"{kind}: held-out session {held}")
-        result["folds"].append(fold)
-    if result["folds"]:
-        accs = [f["trained_classes"]["accuracy"] for f in result["folds"]]
-        result["holdout_mean_accuracy"] = float(np.mean(accs))
-        result["holdout_mean_macro_f1"] = float(np.mean([f["trained_classes"]["macro_f1"] for f in result["folds"]]))
+    result: dict[str, Any] = {"kind": kind, "data": [str(data_path)] + [str(people)] * bool(collection.any()),
+                              "n": len(data), "frames": sorted({int(n) for n in data.lengths}), "classes": classes,
+                              "model": MODEL_NAME, "folds": []}
+    splits: list[tuple[str, tuple[np.ndarray, np.ndarray] | None]] = [(held, None) for held in holdouts]
+    if folds and collection.any():
+        splits += [(f"repositories {i + 1}/{folds}", split) for i, split in
+                   enumerate(grouped_folds(data.labels, data.groups, folds, seed, collection))]
+    pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    for held, split in bar(splits, progress=progress, desc=f"motion {kind} folds", unit="fold"):
+        fold, _, proba = holdout(data, held, classes=classes, seed=seed, epochs=epochs, progress=progress,
+                                 split=split, **options)
+        test = split[1] if split is not None else holdout_split(data.sessions, held)[1]
+        if split is None:
+            m = score(data.labels[test], proba, classes, **thresholds(kind))
+            plot_motion_confusion(m, out / f"confusion_{held}.png", f"{kind}: held-out session {held}")
+            result["folds"].append(fold)
+        else:
+            pooled.append((test, proba))
+            result.setdefault("repository_folds", []).append(fold)
+    sessions = result["folds"]
+    if sessions:
+        result["holdout_mean_accuracy"] = float(np.mean([f["trained_classes"]["accuracy"] for f in sessions]))
+        result["holdout_mean_macro_f1"] = float(np.mean([f["trained_classes"]["macro_f1"] for f in sessions]))
         for letter in MOTION_LETTERS if kind == "letters" else ():
-            recalls = [f["per_class"][letter]["recall"] for f in result["folds"] if letter in f["per_class"]]
+            recalls = [f["per_class"][letter]["recall"] for f in sessions if letter in f["per_class"]]
             result[f"{letter}_recall"] = float(np.mean(recalls)) if recalls else None
+    if pooled:
+        test = np.concatenate([t for t, _ in pooled])
+        summary = _folds_summary(data, test, np.concatenate([p for _, p in pooled]), classes, result["repository_folds"])
+        summary.update(folds=folds, seed=seed, epochs=epochs)
+        result["held_out_repositories"] = summary
+        (out / "folds.json").write_text(json.dumps(summary, indent=2))
+        write_word_recall(out / "per_word_recall.csv", summary)
     if final:
         start = time.perf_counter()
         model, _ = train_motion_model(data, classes, np.arange(len(data)), seed=seed, epochs=epochs,
@@ -122,7 +211,7 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     start = time.perf_counter()
     proba = predictor.predict_proba(data.x, aspect)
     ms = (time.perf_counter() - start) * 1000 / max(len(data), 1)
-    metrics = score(data.labels, proba, predictor.classes, predictor.idle_below)
+    metrics = score(data.labels, proba, predictor.classes, **predictor.rule)
     if metrics["n"] == 0:
         raise UserError(f"no window of {data_path} is labelled with a class of {path} (labels: "
                         f"{', '.join(sorted(metrics['skipped']))}; classes: {', '.join(predictor.classes)}); "
@@ -132,6 +221,9 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     for letter in MOTION_LETTERS if data.kind == "letters" else ():
         if letter in metrics.get("per_class", {}):
             metrics[f"{letter}_recall"] = metrics["per_class"][letter]["recall"]
+    if data.kind == "letters":  # still letters the model reads as j or z, as its file's thresholds decide
+        metrics["strays"] = stray_rate(data.labels, np.asarray(predictor.classes)[decide(proba, predictor.classes,
+                                                                                          **predictor.rule)])
     metrics["figures"] = []
     if out_dir is None:
         return metrics
@@ -150,7 +242,7 @@ def predict_motion(data_path: str | Path, model: str | Path | None = None, model
     data = load_sequences(data_path)
     predictor = MotionPredictor(Path(model) if model else default_model_path(data.kind, models_dir))
     proba = predictor.predict_proba(data.x, aspect)
-    decided = decide(proba, predictor.classes, predictor.idle_below)
+    decided = decide(proba, predictor.classes, **predictor.rule)
     rows = []
     for i, p in enumerate(proba):
         order = np.argsort(-p)[:topk]
