@@ -57,9 +57,10 @@ def test_int8_models_run_in_tflm_in_a_measured_arena_and_agree_with_onnx_int8(
     assert _interpreter(read_model(tflite), model.arena_bytes - 16)[0] is None  # the smallest arena that runs
     inputs, labels = split_inputs(exported[run_key], onnx)
     assert len(inputs) >= min_inputs
-    check = agreement(model, onnx, inputs)
+    check = agreement(model, onnx, inputs, labels)
     assert check["n"] == len(inputs) and check["top1_agreement"] >= 0.99, check
-    assert (model.predict_proba(inputs).argmax(1) == labels).mean() >= 0.9  # and it is right, not just agreeing
+    assert check["accuracy_micro"] >= 0.9  # and it is right, not just agreeing
+    assert abs(check["accuracy_micro"] - check["accuracy_onnx"]) <= 1 - check["top1_agreement"]
 
 
 @pytest.mark.tflite
@@ -76,6 +77,24 @@ def test_cli_micro_reports_ops_arena_and_flash_against_the_board(
     assert main(["micro", "--model", str(pixel), str(models / "asl_landmarks_int8.tflite"), "--sram-kib", "64"]) == 0
     out = capsys.readouterr().out
     assert out.count("TensorFlow Lite Micro runs all") == 2 and "of 64 KiB SRAM" in out
+
+
+@pytest.mark.tflite
+@needs_micro
+def test_report_section_tables_each_model_in_tflm(exported: dict[str, Path], tmp_path: Path) -> None:
+    from asl_tinyml.tflm import micro_section
+
+    pixel = exported["models"] / "asl_fastkan_int8.tflite"
+    lines = micro_section([pixel, tmp_path / "missing_int8.tflite"], exported["pixel_run"])
+    (row,) = [line for line in lines if line.startswith("| `")]
+    assert row.startswith("| `asl_fastkan_int8.tflite` | ") and f"{pixel.stat().st_size:,} B" in row
+
+
+def test_report_section_without_tflm_says_where_the_figures_are(tmp_path: Path) -> None:
+    from asl_tinyml.tflm import micro_section
+
+    lines = micro_section([tmp_path / "none_int8.tflite"], tmp_path)
+    assert lines[1] == "## Microcontroller (TensorFlow Lite Micro)" and "docs/deploy.md" in lines[-1]
 
 
 def _with_unknown_op(model: bytes) -> bytes:

@@ -221,3 +221,15 @@ def test_word_collection_slice_trains_folds_and_round_trips(tmp_path: Path) -> N
     for frames in (20, 30):
         proba = shipped.predict_proba(raw.x[:3, :frames])
         assert proba.shape == (3, len(m["classes"])) and np.allclose(proba.sum(1), 1.0, atol=1e-4)
+
+
+def test_repository_spread_names_the_repositories_that_sign_a_word_differently():
+    from asl_tinyml.motion.stages import repository_spread
+
+    labels = np.array(["hello"] * 6 + ["no"] * 2)
+    predicted = np.array(["hello", "hello", "no", "idle", "idle", "hello", "no", "no"])
+    groups = np.array(["a", "a", "a", "b", "b", "c", "a", "b"])
+    s = repository_spread(labels, predicted, groups, "hello")
+    assert (s["repositories"], s["never_right"], s["never_right_names"]) == (3, 1, ["b"])
+    assert (s["errors"], s["errors_in_never_right"]) == (3, 2) and s["recall_without_them"] == 0.75
+    assert s["read_as"] == {"idle": 2, "no": 1}

@@ -74,3 +74,23 @@ def test_quick_pipeline_end_to_end(data_root, tmp_path, monkeypatch, capsys):
         assert people is None or "--folds 5" in report
     # nothing was written outside the run folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_word_folds_lead_the_report_and_metrics(tmp_path):
+    """The motion words' held-out repositories (what `compare` writes) reach the report's held-out sections
+    and metrics.json's `held_out`, every word named, the key words in bold; without them, a pointer."""
+    from asl_tinyml.compare import word_folds_dir
+    from asl_tinyml.pipeline import held_out_summary, held_out_words_section
+
+    assert "asl-tinyml compare --run" in "\n".join(held_out_words_section(tmp_path))
+    assert "word_repositories" not in held_out_summary(tmp_path)
+    folds = {"n": 30, "groups": 12, "accuracy": 0.7, "macro_f1": 0.5, "folds": 5, "seed": 0, "epochs": 20,
+             "per_word": {"hello": {"recall": 0.9, "n": 20, "groups": 10}, "drink": {"recall": 0.0, "n": 10, "groups": 3}},
+             "key_words": {"hello": 0.9}, "worst_fold": {"hello": 0.8}}
+    path = word_folds_dir(tmp_path) / "words" / "folds.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(folds))
+    lines = held_out_words_section(tmp_path)
+    assert "| **hello** | 0.900 | 0.800 | 20 | 10 |" in lines and "| drink | 0.000 | – | 10 | 3 |" in lines
+    summary = held_out_summary(tmp_path)["word_repositories"]
+    assert summary["recall"] == {"hello": 0.9, "drink": 0.0} and summary["key_words"] == {"hello": 0.9}

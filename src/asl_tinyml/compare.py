@@ -2,8 +2,8 @@
 
 `run_comparison` trains and scores whatever a run folder lacks (the pixel models, their leave-one-source-out
 and leave-people-out folds, the landmark model and its folds, the fused predictor and the fusion weight
-chosen on held-out sources), exports int8 ONNX models, then `comparison_table` reads everything back from the
-files, so every figure has a file behind it.
+chosen on held-out sources, the motion words on held-out repositories), exports int8 ONNX models, then
+`comparison_table` reads everything back from the files, so every figure has a file behind it.
 """
 
 from __future__ import annotations
@@ -258,6 +258,31 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     return out_dir / "compare.md"
 
 
+WORD_FOLDS = 5  # grouped folds over the word collection's repositories
+
+
+def word_folds_dir(run: Path) -> Path:
+    """Where `ensure_word_folds` writes the motion words' held-out figures (`words/folds.json`)."""
+    return run / COMPARE_DIR / "motion"
+
+
+def ensure_word_folds(cfg: Config, run: Path, progress: bool = True) -> Path | None:
+    """The motion words model on held-out repositories (`WORD_FOLDS` grouped folds over the word collection)
+    and held-out traduttore sessions, in `word_folds_dir(run)`; None without the word files."""
+    from .config import default_sequences_dir
+    from .motion import train_motion
+
+    root = Path(cfg.sequences_dir) if cfg.sequences_dir else default_sequences_dir()
+    words, people = (root / "words.npz" if root else None), cfg.motion_people_path()
+    if words is None or not words.exists() or people is None:
+        return None
+    out = word_folds_dir(run)
+    if not (out / "words" / "folds.json").exists():
+        train_motion(words, out, None, people=people, folds=WORD_FOLDS, epochs=cfg.motion_epochs, seed=cfg.seed,
+                     limit=cfg.motion_limit, final=False, progress=progress)
+    return out / "words" / "folds.json"
+
+
 def run_comparison(
     cfg: Config, run: Path, models: tuple[str, ...] = ALL_MODELS, *, train_missing: bool = True, progress: bool = True
 ) -> list[dict[str, Any]]:
@@ -273,6 +298,8 @@ def run_comparison(
             if FUSED in models and "convkan" not in models:
                 ensure_pixel_model(cfg, run, "convkan", progress)
             ensure_landmark_and_fused(cfg, run, progress=progress)
+        if LANDMARK in models or FUSED in models:
+            ensure_word_folds(cfg, run, progress)
     rows = comparison_table(run, models)
     write_comparison(rows, run / COMPARE_DIR)
     return rows

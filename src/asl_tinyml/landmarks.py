@@ -383,7 +383,7 @@ def train_landmarks(
         "test_by_source": {
             str(s): landmark_metrics(data, pred, test[data.sources[test] == s]) for s in np.unique(data.sources[test])
         },
-        "held_out_sessions": {
+        "held_out_groups": {
             str(g): landmark_metrics(data, pred, held[data.groups[held] == g]) for g in np.unique(data.groups[held])
         },
     }

@@ -119,13 +119,13 @@ def landmarks_and_fusion(cfg: Config, run: Path, merged: Path, pixel_int8: Path,
     fused = evaluate(pixel_int8, run, run / "eval" / "fused", landmark_model=paths["onnx_int8"])
     test = lm["test"]
     per_source = ", ".join(f"{s} {v['end_to_end_accuracy']:.3f}" for s, v in sorted(lm["test_by_source"].items()))
-    sessions = ", ".join(f"{g.split(':')[-1]} {v['end_to_end_accuracy']:.3f}" for g, v in lm["held_out_sessions"].items())
+    sessions = ", ".join(f"{g.split(':')[-1]} {v['end_to_end_accuracy']:.3f}" for g, v in lm["held_out_groups"].items())
     kib = (pixel_int8.stat().st_size + paths["onnx_int8"].stat().st_size) / 1024
     chosen = "chosen on held-out sources" if weight is not None else "the default; `compare` chooses it on held-out sources"
     return [
         f"| landmark_fastkan (hand found in {test['hand_found']}/{test['images']}; a miss counts as wrong) | "
         f"{lm['params']:,} | {lm['train_seconds']:.0f} | {lm['epochs_run']} | {test['end_to_end_accuracy']:.4f} | – | – | – | "
-        f"{per_source}{'; held-out sequence session ' + sessions if sessions else ''} |",
+        f"{per_source}{'; test groups of the landmark-only sources: ' + sessions if sessions else ''} |",
         _model_row(f"**shipped: fused int8** ({pixel_int8.name} + {paths['onnx_int8'].name}, {kib:.0f} KiB, weight "
                    f"{fused['fusion_weight']}: {chosen})",
                    {"params": pixel_params + lm["params"], "train_seconds": 0, "epochs_run": "–"}, fused),
@@ -172,7 +172,43 @@ def held_out_summary(run: Path) -> dict[str, Any]:
         source, person = read_folds(run, model, "source"), read_folds(run, model, "person")
         if source or person:
             out[name] = held_out_figures(source, person, acc, per)
+    if (words := word_folds(run)) is not None:
+        out["word_repositories"] = {k: words[k] for k in ("groups", "folds", "accuracy", "key_words", "worst_fold")}
+        out["word_repositories"]["recall"] = {w: v["recall"] for w, v in words["per_word"].items()}
     return out
+
+
+def word_folds(run: Path) -> dict[str, Any] | None:
+    """The motion words' held-out-repository figures `compare` wrote (`compare.ensure_word_folds`), or None."""
+    from .compare import word_folds_dir
+
+    path = word_folds_dir(run) / "words" / "folds.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def held_out_words_section(run: Path) -> list[str]:
+    """The motion words on held-out repositories: every word's recall, most recorded first (a pointer to
+    `compare` when not measured)."""
+    s = word_folds(run)
+    head = ["", "## Motion words on held-out repositories", ""]
+    if s is None:
+        return head + [f"Not measured in this run: `asl-tinyml compare --run {run}` runs them (5 grouped folds over the "
+                       "word collection's repositories, about 5 minutes on 2 cores)."]
+    lines = head + [f"{s['folds']} grouped folds over the word collection's {s['groups']} repositories (each tested once, "
+                    f"never trained on in its fold; the traduttore sessions train every fold), {s['epochs']} epochs, seed "
+                    f"{s['seed']}; recall as the shipped rule decides (the best class). Words with few repositories "
+                    "that sign them differently stay low: they are named here, not hidden.", "",
+                    "| word | recall | worst fold | recordings | repositories |", "|---|---|---|---|---|"]
+    for w, v in s["per_word"].items():
+        worst = s["worst_fold"].get(w)
+        name = f"**{w}**" if w in s["key_words"] else w
+        lines.append(f"| {name} | {v['recall']:.3f} | {'–' if worst is None else f'{worst:.3f}'} | {v['n']} | {v['groups']} |")
+    for w, r in s.get("by_repository", {}).items():
+        read_as = ", ".join(f"{k} {n}" for k, n in r["read_as"].items())
+        lines.append(f"\n`{w}`: {r['never_right']} of {r['repositories']} repositories read wrong on every recording "
+                     f"({r['errors_in_never_right']} of {r['errors']} errors; recall {r['recall_without_them']:.3f} "
+                     f"without them); its errors read as {read_as or '–'}.")
+    return lines
 
 
 def held_out_groups_section(run: Path) -> list[str]:
@@ -256,7 +292,7 @@ def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
         strays = [f"{f['held_out']} {f['strays']['rate']:.1%}" for f in m["folds"] if "strays" in f]
         jz += f"; static letters read as j/z: {', '.join(strays)}" if strays else ""
         held = (", ".join(f"{k} {v:.4f}" for k, v in folds.items()) + f" | {m['holdout_mean_accuracy']:.4f}" if folds else
-                "held-out repositories: `asl-tinyml motion train --data words.npz --folds 5 --no-final` | –")
+                "held-out repositories: see above | –")
         rows.append(
             f"| {m['kind']} | {m['n']} | {len(m['classes'])} | {m['params']:,} | {held}"
             + f" | {jz or '–'} | {int8.stat().st_size / 1024:.1f} | "
@@ -287,9 +323,8 @@ def skipped_note(cfg: Config, run: Path) -> list[str]:
                     "`asl-tinyml pipeline --study` (about 15 minutes more on 2 cores)")
     if read_folds(run, "fused", "source") is None:
         left.append(f"the held-out folds (new people, new sources): `asl-tinyml compare --run {run}` (about 50 minutes)")
-    if cfg.motion_people_path() is not None and not (run / "motion" / "words" / "folds.json").exists():
-        left.append("the motion words' held-out repositories and sessions: `asl-tinyml motion train --data "
-                    f"WORDS.npz --folds 5 --no-final --out {run}/motion` (7 trainings, about 10 minutes on an idle 2-core machine)")
+    if cfg.motion_people_path() is not None and word_folds(run) is None:
+        left.append(f"the motion words' held-out repositories: `asl-tinyml compare --run {run}` (about 5 minutes of it)")
     return ["", "Not in this run: " + "; ".join(left) + "."] if left else []
 
 
@@ -357,6 +392,15 @@ def run_pipeline(cfg: Config) -> str:
     with _stage("motion", timings):
         motion_lines, motion_metrics = motion_stage(cfg, run)
 
+    from .tflm import micro_available, micro_section
+
+    tflite = [Path(cfg.models_dir) / f"{stem}_int8.tflite" for stem in ("asl_fastkan", "asl_landmarks")]
+    if micro_available():  # the tflite extra's environment: run the exported files in TensorFlow Lite Micro
+        with _stage("microcontroller", timings):
+            micro_lines = micro_section(tflite, run)
+    else:
+        micro_lines = micro_section([], run)
+
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"],
@@ -368,7 +412,7 @@ def run_pipeline(cfg: Config) -> str:
         fused = json.loads(fused_metrics.read_text())
         headline["fused"] = {k: fused[k] for k in ("accuracy", "macro_f1", "twin_aware_accuracy", "n", "hand_found",
                                                    "fusion_weight", "model_bytes", "per_source")}
-    held_out = held_out_groups_section(run) + held_out_section(run)
+    held_out = held_out_groups_section(run) + held_out_words_section(run) + held_out_section(run)
     headline = {"held_out": held_out_summary(run), **headline}
     (run / "metrics.json").write_text(json.dumps(headline, indent=2, default=str))
     lines = [
@@ -397,6 +441,7 @@ def run_pipeline(cfg: Config) -> str:
         "",
         *(f"- `{exported['paths'][k]}`: {exported['bytes'][k]:,} bytes" for k in exported["paths"] if k in exported["bytes"]),
         *_section(run / "bench" / "bench.md", "Speed"),
+        *micro_lines,
         *motion_lines,
         "",
         "## Stage times (s)",

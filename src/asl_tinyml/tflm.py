@@ -225,8 +225,10 @@ def onnx_proba(onnx_path: str | Path, inputs: np.ndarray) -> np.ndarray:
     return load_predictor(onnx_path, threads=1).predict_proba(inputs)
 
 
-def agreement(model: MicroModel, onnx_path: str | Path, inputs: np.ndarray) -> dict[str, Any]:
-    """Top-1 agreement (and the largest probability gap) of TFLM and an ONNX model on the same inputs."""
+def agreement(model: MicroModel, onnx_path: str | Path, inputs: np.ndarray,
+              labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Top-1 agreement (and the largest probability gap) of TFLM and an ONNX model on the same inputs; with
+    `labels` (class indices), each one's accuracy too: two int8 exports may part on near-ties, not on skill."""
     p_micro, p_onnx = model.predict_proba(inputs), onnx_proba(onnx_path, inputs)
     if p_micro.shape != p_onnx.shape:
         raise UserError(f"{model.path} and {onnx_path} differ in their outputs ({p_micro.shape[1:]} vs {p_onnx.shape[1:]}): "
@@ -235,6 +237,8 @@ def agreement(model: MicroModel, onnx_path: str | Path, inputs: np.ndarray) -> d
         "n": int(len(p_micro)), "onnx": str(onnx_path),
         "top1_agreement": float((p_micro.argmax(1) == p_onnx.argmax(1)).mean()) if len(p_micro) else float("nan"),
         "max_abs_diff": float(np.abs(p_micro - p_onnx).max()) if len(p_micro) else float("nan"),
+        **({"accuracy_micro": float((p_micro.argmax(1) == labels).mean()),
+            "accuracy_onnx": float((p_onnx.argmax(1) == labels).mean())} if labels is not None and len(labels) else {}),
     }
 
 
@@ -253,3 +257,39 @@ def split_inputs(run_dir: str | Path, onnx_path: str | Path) -> tuple[np.ndarray
     features, found = LandmarkPredictor(onnx_path, threads=1).hands_for_run(run_dir)
     rows = test[found[test]]
     return features[rows], cache.labels[rows]
+
+
+# --- one model, and the pipeline's table ----------------------------------------------------------------
+def onnx_beside(tflite: Path) -> Path:
+    """`X_int8.tflite` -> `X_int8.onnx`: the ONNX int8 model the same export wrote."""
+    return tflite.with_suffix(".onnx")
+
+
+def micro_check(path: Path, run: Path | None, budget: int = ESP32_S3_SRAM_BYTES) -> dict[str, Any]:
+    """`micro_report` of one model, with its agreement on `run`'s test split when given."""
+    model = load_micro(path)
+    report = micro_report(model, budget)
+    if run is not None:
+        onnx = onnx_beside(Path(path))
+        inputs, labels = split_inputs(run, onnx)
+        report["agreement"] = agreement(model, onnx, inputs, labels)
+    return report
+
+
+def micro_section(tflite_files: list[Path], run: Path) -> list[str]:
+    """The report's microcontroller table (every existing `.tflite` run in TFLM against the ESP32-S3's SRAM),
+    or a line saying where those figures come from when the `tflite` extra is not installed."""
+    head = ["", "## Microcontroller (TensorFlow Lite Micro)", ""]
+    files = [Path(f) for f in tflite_files if Path(f).exists()]
+    if not files or not micro_available():
+        return head + ["Not measured in this run: the TFLite converter and `tflite-micro` come with the `tflite` "
+                       "extra, in its own environment; docs/deploy.md (section 6) has the commands and the figures."]
+    lines = head + [f"| model | ops | flash (C array) | tensor arena | of {ESP32_S3_SRAM_BYTES // 1024} KiB SRAM "
+                    "| top-1 = ONNX int8 | accuracy TFLM / ONNX int8 |", "|---|---|---|---|---|---|---|"]
+    for path in files:
+        r = micro_check(path, run)
+        a = r["agreement"]
+        lines.append(f"| `{path.name}` | {len(r['ops'])} | {r['flash_bytes']:,} B | {r['arena_bytes']:,} B | "
+                     f"{r['arena_share_of_sram']:.1%} | {a['top1_agreement']:.4f} on {a['n']} | "
+                     f"{a.get('accuracy_micro', float('nan')):.4f} / {a.get('accuracy_onnx', float('nan')):.4f} |")
+    return lines

@@ -72,7 +72,7 @@ def _cmd_landmarks(args: argparse.Namespace) -> int:
                     if v is not None})  # "" turns a source off, as in the config
     if args.train:
         metrics = train_landmarks(args.run, **options)
-        print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source", "held_out_sessions")}, indent=1))
+        print(json.dumps({k: metrics[k] for k in ("params", "test", "test_by_source", "held_out_groups")}, indent=1))
     for kind in ["person"] * args.lopo + ["source"] * args.loso:
         for row in landmark_folds(args.run, kind, **options):
             print(f"held-out {kind} {row['fold']}: accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}  "

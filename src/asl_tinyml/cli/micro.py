@@ -33,24 +33,6 @@ def add_micro(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_micro)
 
 
-def onnx_beside(tflite: Path) -> Path:
-    """`X_int8.tflite` -> `X_int8.onnx`: the ONNX int8 model the same export wrote."""
-    return tflite.with_suffix(".onnx")
-
-
-def micro_entry(path: Path, run: Path | None, budget: int) -> dict[str, Any]:
-    """The report of one model, with its agreement on `run`'s test split when given."""
-    from ..tflm import agreement, load_micro, micro_report, split_inputs
-
-    model = load_micro(path)
-    report = micro_report(model, budget)
-    if run is not None:
-        onnx = onnx_beside(path)
-        inputs, _ = split_inputs(run, onnx)
-        report["agreement"] = agreement(model, onnx, inputs)
-    return report
-
-
 def format_entry(r: dict[str, Any]) -> str:
     kib = 1024
     lines = [
@@ -62,12 +44,14 @@ def format_entry(r: dict[str, Any]) -> str:
     if "agreement" in r:
         a = r["agreement"]
         lines.append(f"  top-1 agreement with {Path(a['onnx']).name}: {a['top1_agreement']:.2%} on {a['n']} test inputs "
-                     f"(max |p - p_onnx| {a['max_abs_diff']:.3f})")
+                     f"(max |p - p_onnx| {a['max_abs_diff']:.3f})"
+                     + (f"; accuracy {a['accuracy_micro']:.4f} here, {a['accuracy_onnx']:.4f} ONNX int8"
+                        if "accuracy_micro" in a else ""))
     return "\n".join(lines)
 
 
 def _cmd_micro(args: argparse.Namespace) -> int:
-    from ..tflm import _require_micro
+    from ..tflm import _require_micro, micro_check
 
     _require_micro()
     if args.sram_kib <= 0:
@@ -76,6 +60,6 @@ def _cmd_micro(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no .tflite in models/; pass --model FILE.tflite or export with `asl-tinyml export --tflite` "
                         "(in the tflite environment: docs/deploy.md)")
-    reports = [micro_entry(p, args.run, args.sram_kib * 1024) for p in paths]
+    reports = [micro_check(p, args.run, args.sram_kib * 1024) for p in paths]
     print(json.dumps(reports, indent=2) if args.json else "\n".join(format_entry(r) for r in reports))
     return 0

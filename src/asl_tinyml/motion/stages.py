@@ -90,7 +90,26 @@ def _folds_summary(data: SequenceSet, test: np.ndarray, proba: np.ndarray, class
             "macro_f1": m["macro_f1"], "per_word": dict(sorted(words.items(), key=lambda kv: -kv[1]["n"])),
             "key_words": {w: words[w]["recall"] for w in KEY_WORDS if w in words},
             "worst_fold": {w: min(f["per_class"][w]["recall"] for f in per_fold if w in f["per_class"])
-                           for w in KEY_WORDS if w in words}}
+                           for w in KEY_WORDS if w in words},
+            "by_repository": {w: repository_spread(labels, np.asarray(classes)[decide(proba, classes, **thresholds("words"))],
+                                                   data.groups[test], w) for w in KEY_WORDS if w in words}}
+
+
+def repository_spread(labels: np.ndarray, predicted: np.ndarray, groups: np.ndarray, word: str) -> dict[str, Any]:
+    """How a word's held-out errors spread over repositories: how many repositories sign it, how many are
+    read wrong on every recording (a repository signing it differently, not a model near the line), their share
+    of the errors, the recall without them, and what the errors are read as (most often first)."""
+    rows = labels == word
+    right, group = predicted[rows] == word, groups[rows]
+    names = np.unique(group)
+    never = [str(g) for g in names if not right[group == g].any()]
+    wrong = ~right
+    lost = np.isin(group, never)
+    as_what, counts = np.unique(predicted[rows][wrong], return_counts=True)
+    return {"repositories": int(len(names)), "never_right": len(never), "never_right_names": never,
+            "errors": int(wrong.sum()), "errors_in_never_right": int((wrong & lost).sum()),
+            "recall_without_them": float(right[~lost].mean()) if (~lost).any() else float("nan"),
+            "read_as": {str(a): int(c) for a, c in sorted(zip(as_what, counts), key=lambda ac: -ac[1])[:5]}}
 
 
 def write_word_recall(path: Path, summary: dict[str, Any]) -> Path:
