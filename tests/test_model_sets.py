@@ -80,3 +80,18 @@ def test_the_packaged_set_reads_shared_photos_from_any_folder(data_root, tmp_pat
     row = json.loads(out.stdout.splitlines()[0])
     assert row["label"] == labels[0] and row["model_set"]["origin"] == "packaged"
     assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+
+
+def test_model_card_leads_with_held_out_figures():
+    """The packaged card's Markdown says the held-out groups, the words on held-out repositories and the test
+    split in a few lines, read from its JSON."""
+    from asl_tinyml.model_sets import CARD_JSON, CARD_MD, PACKAGED_DIR, headline_figures
+
+    card = json.loads((PACKAGED_DIR / CARD_JSON).read_text())
+    lines = headline_figures(card)
+    assert [line.split(":")[0] for line in lines] == [
+        "- held-out people and groups, in kind", f"- motion words, {card['held_out']['word_repositories']['folds']} "
+        f"folds over {card['held_out']['word_repositories']['groups']} held-out repositories",
+        f"- test split ({card['test_split']['images']} images of unseen people)"]
+    assert all(line in (PACKAGED_DIR / CARD_MD).read_text() for line in lines)
+    assert headline_figures({}) == []

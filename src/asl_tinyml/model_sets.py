@@ -119,9 +119,25 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines = ["# Packaged models", "", f"Made by `asl-tinyml pipeline` (run `{card['run']}`, commit `{card['commit']}`, "
              f"seed {card['seed']}); data: {card['data']}.", "", "| file | bytes | classes |", "|---|---|---|"]
     lines += [f"| `{n}` | {f['bytes']:,} | {len(f['classes'])} |" for n, f in card["files"].items()]
+    lines += ["", *headline_figures(card)]
     lines += ["", "Held-out and test figures: `model_card.json` (`held_out`, `test_split`, `motion`); the commands "
               "and the full record: docs/experiments.md.", ""]
     return "\n".join(lines)
+
+
+def headline_figures(card: dict[str, Any]) -> list[str]:
+    """The card's figures in a few bullets: held-out groups, words on held-out repositories, the test split."""
+    held, test = card.get("held_out", {}), card.get("test_split", {})
+    out = []
+    if (g := held.get("groups_in_kind", {}).get("shipped")) is not None:
+        out.append(f"- held-out people and groups, in kind: mean {g['mean']:.3f}, worst {g['worst']:.3f} ({g['groups']} groups)")
+    if (w := held.get("word_repositories")) is not None:
+        out.append(f"- motion words, {w['folds']} folds over {w['groups']} held-out repositories: "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in w["key_words"].items()))
+    if test.get("fused_macro_f1") is not None:
+        out.append(f"- test split ({test['images']} images of unseen people): fused macro-F1 {test['fused_macro_f1']:.3f}, "
+                   f"accuracy {test['fused_accuracy']:.3f}; pixels alone macro-F1 {test['pixel_macro_f1']:.3f}")
+    return out
 
 
 def package_models(run_dir: str | Path, models_dir: str | Path = LOCAL_DIR, dest: str | Path = PACKAGED_DIR) -> Path:
