@@ -95,3 +95,17 @@ def test_model_card_leads_with_held_out_figures():
         f"- test split ({card['test_split']['images']} images of unseen people)"]
     assert all(line in (PACKAGED_DIR / CARD_MD).read_text() for line in lines)
     assert headline_figures({}) == []
+
+
+def test_motion_outputs_name_the_set(tmp_path, monkeypatch):
+    """`motion evaluate` and `motion predict` say which set they used, as `predict` and `evaluate` do."""
+    from asl_tinyml.model_sets import MODELS_ENV
+    from asl_tinyml.motion import evaluate_motion, predict_motion
+
+    from .test_motion import synthetic_set
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    data = synthetic_set(tmp_path / "letters.npz", n_per=2)
+    assert evaluate_motion(data)["model_set"]["origin"] == "packaged"
+    assert {row["model_set"]["origin"] for row in predict_motion(data)} == {"packaged"}

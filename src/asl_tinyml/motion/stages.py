@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..config import UserError, output_dir
+from ..model_sets import describe_file
 from .data import (
     DEFAULT_ASPECT,
     HOLDOUT_SESSIONS,
@@ -243,6 +244,7 @@ def evaluate_motion(data_path: str | Path, model: str | Path | None = None, out_
     if data.kind == "letters":  # still letters the model reads as j or z, as its file's thresholds decide
         metrics["strays"] = stray_rate(data.labels, np.asarray(predictor.classes)[decide(proba, predictor.classes,
                                                                                           **predictor.rule)])
+    metrics["model_set"] = describe_file(path)
     metrics["figures"] = []
     if out_dir is None:
         return metrics
@@ -259,14 +261,17 @@ def predict_motion(data_path: str | Path, model: str | Path | None = None, model
     if topk < 1:
         raise UserError(f"--topk must be at least 1, got {topk}")
     data = load_sequences(data_path)
-    predictor = MotionPredictor(Path(model) if model else default_model_path(data.kind, models_dir))
+    path = Path(model) if model else default_model_path(data.kind, models_dir)
+    predictor = MotionPredictor(path)
     proba = predictor.predict_proba(data.x, aspect)
     decided = decide(proba, predictor.classes, **predictor.rule)
+    model_set = describe_file(path)
     rows = []
     for i, p in enumerate(proba):
         order = np.argsort(-p)[:topk]
         rows.append({"index": i, "label": str(data.labels[i]), "prediction": predictor.classes[decided[i]],
-                     "top": [{"label": predictor.classes[k], "prob": round(float(p[k]), 4)} for k in order]})
+                     "top": [{"label": predictor.classes[k], "prob": round(float(p[k]), 4)} for k in order],
+                     "model_set": model_set})
     return rows
 
 
