@@ -262,25 +262,28 @@ WORD_FOLDS = 5  # grouped folds over the word collection's repositories
 
 
 def word_folds_dir(run: Path) -> Path:
-    """Where `ensure_word_folds` writes the motion words' held-out figures (`words/folds.json`)."""
+    """Where `ensure_word_folds` trains the motion words' held-out folds (`words/folds.json` in it)."""
     return run / COMPARE_DIR / "motion"
+
+
+def word_folds_path(run: Path) -> Path:
+    """The motion words' held-out figures `ensure_word_folds` writes."""
+    return word_folds_dir(run) / "words" / "folds.json"
 
 
 def ensure_word_folds(cfg: Config, run: Path, progress: bool = True) -> Path | None:
     """The motion words model on held-out repositories (`WORD_FOLDS` grouped folds over the word collection)
     and held-out traduttore sessions, in `word_folds_dir(run)`; None without the word files."""
-    from .config import default_sequences_dir
     from .motion import train_motion
 
-    root = Path(cfg.sequences_dir) if cfg.sequences_dir else default_sequences_dir()
+    root = cfg.sequences_folder()
     words, people = (root / "words.npz" if root else None), cfg.motion_people_path()
     if words is None or not words.exists() or people is None:
         return None
-    out = word_folds_dir(run)
-    if not (out / "words" / "folds.json").exists():
-        train_motion(words, out, None, people=people, folds=WORD_FOLDS, epochs=cfg.motion_epochs, seed=cfg.seed,
-                     limit=cfg.motion_limit, final=False, progress=progress)
-    return out / "words" / "folds.json"
+    if not word_folds_path(run).exists():
+        train_motion(words, word_folds_dir(run), None, people=people, folds=WORD_FOLDS, epochs=cfg.motion_epochs,
+                     seed=cfg.seed, limit=cfg.motion_limit, final=False, progress=progress)
+    return word_folds_path(run)
 
 
 def run_comparison(

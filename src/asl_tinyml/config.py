@@ -265,13 +265,17 @@ class Config:
         """Where hand detections are kept by image hash: `hand_cache`, else `hands.npz` beside the run folder."""
         return Path(self.hand_cache) if self.hand_cache else Path(self.run_dir).parent / "hands.npz"
 
+    def sequences_folder(self) -> Path | None:
+        """The folder of letters.npz / words.npz: `sequences_dir`, else `default_sequences_dir()`."""
+        return Path(self.sequences_dir) if self.sequences_dir else default_sequences_dir()
+
     def landmark_sequences_path(self) -> Path | None:
         """The `letters.npz` the landmark model also trains on, or None."""
         if self.landmark_sequences == "":
             return None
         if self.landmark_sequences is not None:
             return Path(self.landmark_sequences)
-        root = Path(self.sequences_dir) if self.sequences_dir else default_sequences_dir()
+        root = self.sequences_folder()
         return root / "letters.npz" if root is not None and (root / "letters.npz").exists() else None
 
     def landmark_keypoints_path(self) -> Path | None:

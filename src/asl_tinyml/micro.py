@@ -48,22 +48,32 @@ def export_tflite(checkpoint: str | Path, out_path: str | Path, calibration_imag
     """
     require_tflite()
     import litert_torch
+
+    model, meta = load_checkpoint(checkpoint)
+    size = int(meta["image_size"])
+    images = np.asarray(calibration_images, dtype=np.float32) / 255.0
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or not len(images):
+        raise UserError(f"TFLite calibration needs (N, {size}, {size}, 3) images for {checkpoint}, got {images.shape}")
+    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
+    return _int8_tflite(nhwc, images, out_path)
+
+
+def _int8_tflite(model: torch.nn.Module, samples: np.ndarray, out_path: str | Path) -> Path:
+    """PT2E static int8 (per-channel symmetric weights, int8 activations) calibrated on `samples` one at a time
+    (the model is exported for batch 1), converted by litert-torch and written to `out_path`."""
+    import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    model, meta = load_checkpoint(checkpoint)
-    size = int(meta["image_size"])
-    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    example = (torch.rand(1, size, size, 3),)
+    example = (torch.from_numpy(samples[:1]),)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    prepared = prepare_pt2e(torch.export.export(nhwc, example).module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
     move_exported_model_to_eval(prepared)
-    images = np.asarray(calibration_images, dtype=np.float32) / 255.0
     with torch.no_grad():
-        for i in bar(range(len(images)), desc="calibrate tflite", unit="img", leave=False):
-            prepared(torch.from_numpy(images[i : i + 1]))  # exported for batch 1
+        for i in bar(range(len(samples)), desc="calibrate tflite", unit="sample", leave=False):
+            prepared(torch.from_numpy(samples[i : i + 1]))
     quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
     allow_exported_model_train_eval(quantized)
     quantized.eval()  # the flag litert-torch checks; the ops were switched above
@@ -248,32 +258,10 @@ def export_landmark_tflite(checkpoint: str | Path, out_path: str | Path, calibra
     from .inference import LANDMARK_INPUT
 
     require_tflite()
-    import litert_torch
-    import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     model, meta = load_checkpoint(checkpoint)
     if meta.get("input") != LANDMARK_INPUT:
         raise UserError(f"{checkpoint} is not a hand-landmark model; export pixel models with `asl-tinyml export`")
     features = np.asarray(calibration, np.float32)
     if features.ndim != 2 or len(features) == 0:
         raise UserError("the landmark TFLite export needs calibration features (N, F): a run's landmark cache")
-    model.eval()
-    example = (torch.from_numpy(features[:1]),)
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-    move_exported_model_to_eval(prepared)
-    with torch.no_grad():
-        for i in range(len(features)):
-            prepared(torch.from_numpy(features[i : i + 1]))  # exported for batch 1
-    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    allow_exported_model_train_eval(quantized)
-    quantized.eval()
-    edge = litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    edge.export(str(out_path))
-    return out_path
+    return _int8_tflite(model, features, out_path)

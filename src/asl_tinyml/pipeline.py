@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +180,9 @@ def held_out_summary(run: Path) -> dict[str, Any]:
 
 def word_folds(run: Path) -> dict[str, Any] | None:
     """The motion words' held-out-repository figures `compare` wrote (`compare.ensure_word_folds`), or None."""
-    from .compare import word_folds_dir
+    from .compare import word_folds_path
 
-    path = word_folds_dir(run) / "words" / "folds.json"
+    path = word_folds_path(run)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -268,10 +268,9 @@ def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
     """The motion models (`asl_tinyml.motion`): for letters and words, the held-out-session folds and the
     shipped model trained on every session, exported to int8 ONNX in `models_dir`. Returns the report's
     lines and the `motion` entry of metrics.json; a note instead when the sequences folder is absent."""
-    from .config import default_sequences_dir
     from .motion import train_motion, window_latency
 
-    folder = Path(cfg.sequences_dir) if cfg.sequences_dir else default_sequences_dir()
+    folder = cfg.sequences_folder()
     files = [folder / f"{k}.npz" for k in ("letters", "words")] if folder else []
     if not files or not all(f.exists() for f in files):
         note = (f"skipped: no letters.npz/words.npz in {folder or '../shared/sequences/sign_sequences'} "
@@ -280,7 +279,7 @@ def motion_stage(cfg: Config, run: Path) -> tuple[list[str], dict[str, Any]]:
     rows, out = [], {}
     people = cfg.motion_people_path()
     for path in files:
-        # words with the word collection: the shipped model only; its held-out repositories are `motion train --folds`
+        # words with the word collection: the shipped model only; `compare` holds its repositories out
         words_union = people is not None and path.stem == "words"
         m = train_motion(path, run / "motion", cfg.models_dir, people=people, epochs=cfg.motion_epochs, seed=cfg.seed,
                          limit=cfg.motion_limit, progress=False, **({"holdouts": ()} if words_union else {}))
@@ -395,11 +394,10 @@ def run_pipeline(cfg: Config) -> str:
     from .tflm import micro_available, micro_section
 
     tflite = [Path(cfg.models_dir) / f"{stem}_int8.tflite" for stem in ("asl_fastkan", "asl_landmarks")]
-    if micro_available():  # the tflite extra's environment: run the exported files in TensorFlow Lite Micro
-        with _stage("microcontroller", timings):
-            micro_lines = micro_section(tflite, run)
-    else:
-        micro_lines = micro_section([], run)
+    # the tflite extra's environment runs the exported files in TensorFlow Lite Micro (a timed stage); elsewhere
+    # the section says where those figures come from
+    with _stage("microcontroller", timings) if micro_available() else nullcontext():
+        micro_lines = micro_section(tflite, run)
 
     headline = {
         "model": cfg.model, "params": summary["params"], "train_seconds": summary["train_seconds"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..config import UserError, output_dir
 from ..model_sets import describe_file
@@ -65,18 +66,10 @@ def load_motion_data(data_path: str | Path, people: str | Path | None = None,
     if limit is not None:
         if limit < 1:
             raise UserError(f"limit must be at least 1 window per class and group, got {limit}")
-        keep = first_of_each(np.char.add(np.char.add(joined.labels, "\t"), joined.groups), limit)
+        rank = pd.DataFrame({"label": joined.labels, "group": joined.groups}).groupby(["label", "group"]).cumcount()
+        keep = np.flatnonzero(rank.to_numpy() < limit)  # the first `limit` of each, in file order
         joined, collection = joined.subset(keep), collection[keep]
     return joined, collection
-
-
-def first_of_each(keys: np.ndarray, limit: int) -> np.ndarray:
-    """Sorted row indices: the first `limit` rows of every distinct key."""
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    return np.sort(order[rank < limit])
 
 
 def _folds_summary(data: SequenceSet, test: np.ndarray, proba: np.ndarray, classes: list[str],
